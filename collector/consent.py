@@ -1,0 +1,69 @@
+"""Consent at the edge: what may be stored about an event, decided before it is built.
+
+The decision combines, in order: the browser's opt-out cookie, the categories the beacon
+grants (or the configured default when it says nothing), Global Privacy Control and
+Do-Not-Track as the configured policy says, and the category every stored event needs.
+docs/collector.md "Consent" is the user-facing description of these rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from trackpipe.settings import Settings
+
+Action = Literal["keep", "anonymize", "drop"]
+ADVERTISING = "advertising"
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the request says about privacy, independent of its payload."""
+
+    opted_out: bool = False  # our opt-out cookie
+    gpc: bool = False  # Sec-GPC: 1
+    dnt: bool = False  # DNT: 1
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    categories: tuple[str, ...]  # what the event carries as granted
+    reason: str = ""  # why it is not kept as is
+
+    @property
+    def advertising(self) -> bool:
+        return ADVERTISING in self.categories
+
+
+def signals_from_headers(headers: dict[str, str], optout_cookie: bool) -> Signals:
+    return Signals(
+        opted_out=optout_cookie,
+        gpc=headers.get("sec-gpc", "").strip() == "1",
+        dnt=headers.get("dnt", "").strip() == "1",
+    )
+
+
+class ConsentPolicy:
+    def __init__(self, settings: Settings) -> None:
+        self._default = tuple(settings.consent_default)
+        self._required = settings.consent_required
+        self._missing: Action = settings.consent_missing
+        self._browser = (("gpc", settings.gpc_policy), ("dnt", settings.dnt_policy))
+
+    def decide(self, signals: Signals, granted: Iterable[str] | None) -> Decision:
+        if signals.opted_out:
+            return Decision("drop", (), "opt_out")
+        categories = set(self._default if granted is None else granted)
+        for name, policy in self._browser:
+            if not getattr(signals, name) or policy == "ignore":
+                continue
+            if policy == "opt_out":
+                return Decision("drop", (), name)
+            categories.discard(ADVERTISING)  # no_advertising: GPC means "do not sell/share"
+        ordered = tuple(sorted(categories))
+        if self._required and self._required not in categories:
+            return Decision(self._missing, ordered, "no_consent")
+        return Decision("keep", ordered)

@@ -1,0 +1,179 @@
+"""A lean HTTP/1.1 server on asyncio + httptools.
+
+The collector's per-request work is small, so a framework's overhead would dominate; this
+server parses with httptools (the parser uvicorn uses) and calls a synchronous handler.
+Bodies above the hard limit are refused with 413 from the headers, before being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+_STATUS_LINES: dict[int, str] = {}
+
+
+def parse_query(query: str, max_fields: int) -> dict[str, str]:
+    """`dict(parse_qsl(query, max_num_fields=max_fields))`, several times faster.
+
+    Same rules: `&`-separated, blank values dropped, `+` is a space, %-escapes decoded as
+    UTF-8 with replacement, the last of repeated names wins; ValueError past `max_fields`.
+    Most pixel parameters carry no escape at all, so `unquote` runs only where needed.
+    """
+    if not query:
+        return {}
+    if query.count("&") + 1 > max_fields:
+        raise ValueError("Max number of fields exceeded")
+    params: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        if not sep or not value:
+            continue
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name)
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value)
+        params[name] = value
+    return params
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+    return line
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    client_ip: str
+
+    def cookie(self, name: str) -> str | None:
+        for part in self.headers.get("cookie", "").split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def encode(self, keep_alive: bool) -> bytes:
+        # One f-string: this runs for every beacon.
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        connection = "keep-alive" if keep_alive else "close"
+        head = (
+            f"{_status_line(self.status)}Content-Type: {self.content_type}\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: {connection}\r\n{extra}\r\n"
+        )
+        return head.encode("latin-1") + self.body
+
+
+Handler = Callable[[Request], Response]
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, handler: Handler, max_body: int, max_url: int) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._max_url = max_url
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client_ip = ""
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = bytearray()
+        self._headers: dict[str, str] = {}
+        self._body = bytearray()
+        self._refused: Response | None = None
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self._client_ip = peer[0] if peer else ""
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._close_with(Response(400, b"upgrade not supported\n"))
+        except httptools.HttpParserError:
+            self._close_with(Response(400, b"malformed HTTP request\n"))
+
+    def _close_with(self, response: Response) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(response.encode(keep_alive=False))
+            self._transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_url:
+            self._refused = Response(414, b"URI too long\n")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > self._max_body:
+            self._refused = Response(413, b"body too large\n")
+        if self._refused is not None:  # answer now: the body is never read
+            self._close_with(self._refused)
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused is None:
+            self._body += body
+            if len(self._body) > self._max_body:  # chunked bodies carry no length up front
+                self._refused = Response(413, b"body too large\n")
+                self._close_with(self._refused)
+
+    def on_message_complete(self) -> None:
+        if self._refused is not None:
+            return
+        parsed = httptools.parse_url(bytes(self._url))
+        request = Request(
+            method=self._parser.get_method().decode("latin-1"),
+            path=parsed.path.decode("latin-1"),
+            query=(parsed.query or b"").decode("latin-1"),
+            headers=self._headers,
+            body=bytes(self._body),
+            client_ip=self._client_ip,
+        )
+        try:
+            response = self._handler(request)
+        except Exception:  # a bug must cost one request, not the connection's others
+            log.exception("handler failed for %s %s", request.method, request.path)
+            response = Response(500, b"internal error\n")
+        keep_alive = self._parser.should_keep_alive()
+        assert self._transport is not None
+        self._transport.write(response.encode(keep_alive))
+        if not keep_alive:
+            self._transport.close()

@@ -1,0 +1,1 @@
+"""Message models (pydantic), the warehouse connection and ClickHouse migrations."""

@@ -1,0 +1,1 @@
+"""Faust stream processing: the warehouse sink (and, in later stages, identity and sessions)."""

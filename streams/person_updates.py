@@ -1,0 +1,111 @@
+"""What one attributed message does to one person's state: pure, no Kafka, no faust.
+
+The faust stage (streams/signals.py) reads the person's stored state, calls one of these and
+stores the result: one table write per message, whatever the number of events in it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.signals import Absorb, AttributedBatch, Merge
+from streams.audiences import Audience, leave_all, reconcile
+from streams.profiles import Profile, SignalsConfig, apply_events, combine, new_profile
+from streams.signal_rows import Output, remember, snapshot
+
+
+@dataclass
+class Update:
+    """The outcome of a message: the state to store (None: delete the key; unchanged: skip),
+    warehouse rows and signals, messages to send (key, value) and identifiers to index."""
+
+    state: Profile | None
+    changed: bool
+    output: Output = field(default_factory=Output)
+    forward: list[tuple[str, bytes]] = field(default_factory=list)
+    new_identifiers: list[str] = field(default_factory=list)
+    applied: int = 0  # events not seen before
+
+
+def load(raw: bytes | None) -> Profile | None:
+    return orjson.loads(raw) if raw else None
+
+
+def _id_keys(p: Profile) -> set[str]:
+    return {f"{kind}:{v}" for kind, values in p["ids"].items() for v in values}
+
+
+def on_batch(
+    raw: bytes | None, batch: AttributedBatch, cfg: SignalsConfig, audiences: list[Audience]
+) -> Update:
+    p = load(raw) or new_profile(batch.person_id)
+    known = _id_keys(p)
+    applied, moments = apply_events(p, [e.model_dump() for e in batch.events], cfg)
+    if not applied:  # a redelivery: write the same rows again, change nothing
+        return Update(p, False, snapshot(p, cfg, [], [], replay=True))
+    changes = reconcile(p, p["now_ms"], audiences, cfg)
+    p["rev"] += 1
+    remember(p, changes, moments)
+    new_ids = sorted(_id_keys(p) - known)
+    out = snapshot(p, cfg, changes, moments)
+    return Update(p, True, out, new_identifiers=new_ids, applied=applied)
+
+
+def on_merge(key: str, raw: bytes | None, merge: Merge, cfg: SignalsConfig) -> Update:
+    """On the loser's partition: hand its state to the survivor and delete it.
+
+    A merge keyed by the survivor is re-keyed by the loser first. A loser without state
+    (already handed over, or never seen) has nothing to hand over.
+    """
+    loser, survivor = merge.from_, merge.into
+    if key != loser:
+        value = orjson.dumps({"merge": {"from": loser, "into": survivor}})
+        return Update(None, False, forward=[(loser, value)])
+    p = load(raw)
+    if p is None or loser == survivor:
+        return Update(p, False)
+    changes = leave_all(p, p["now_ms"])
+    p["rev"] += 1
+    out = Output()
+    out.extend(snapshot(p, cfg, changes, [], merged_into=survivor))
+    absorb = orjson.dumps({"absorb": {"from": loser, "into": survivor, "profile": p}})
+    return Update(None, True, out, forward=[(survivor, absorb)])
+
+
+def on_absorb(
+    raw: bytes | None, absorb: Absorb, cfg: SignalsConfig, audiences: list[Audience]
+) -> Update:
+    """On the survivor's partition: combine the loser's state, once."""
+    s = load(raw) or new_profile(absorb.into)
+    known = _id_keys(s)
+    done, moments = combine(s, absorb.profile, cfg)
+    if not done:
+        return Update(s, False, snapshot(s, cfg, [], [], replay=True))
+    changes = reconcile(s, s["now_ms"], audiences, cfg)
+    s["rev"] += 1
+    remember(s, changes, moments)
+    new_ids = sorted(_id_keys(s) - known)
+    return Update(s, True, snapshot(s, cfg, changes, moments), new_identifiers=new_ids)
+
+
+def load_url_categories(path: Path | None) -> tuple[tuple[str, str], ...]:
+    """`[[url]] pattern = "shop.example/shoes/*"  category = "shoes"`, first match wins."""
+    if path is None or str(path) == "":
+        return ()
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read URL categories: {exc}") from exc
+    rules = []
+    for i, entry in enumerate(data.get("url", []), 1):
+        if not isinstance(entry, dict) or set(entry) != {"pattern", "category"}:
+            raise ValueError(f"{path}: [[url]] #{i} needs exactly pattern and category")
+        if not all(isinstance(entry[k], str) and 0 < len(entry[k]) <= 256 for k in entry):
+            raise ValueError(f"{path}: [[url]] #{i}: pattern and category are short strings")
+        rules.append((entry["pattern"], entry["category"]))
+    return tuple(rules)

@@ -1,0 +1,208 @@
+"""Sessions in event time: open sessions per owner (a person or a device), split on a gap.
+
+Pure logic, no faust. An open session keeps its events (compact tuples), which makes every
+operation order-independent: inserting an out-of-order event, or merging two persons'
+sessions, re-sorts and re-splits on the gap, which equals sessionizing the union of their
+events from scratch. The event ids double as the per-event de-duplication key.
+
+A session is closed once the watermark (already lowered by the allowed lateness) reaches
+`ended + gap`: no on-time event can join it any more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.identity import NAMESPACE
+
+# Compact event: [ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue]
+TS, EID, DEVICE, DEVICE_TYPE, KIND, URL, CHANNEL, SOURCE, REVENUE = range(9)
+VIEWS = frozenset({"page_view", "screen_view"})
+CONVERSIONS = frozenset({"purchase", "order_completed"})
+
+
+_IDS: dict[str, str] = {}
+
+
+@dataclass(eq=False)  # identity, not value, equality: sessions are mutable state
+class Session:
+    events: list[list[Any]]  # sorted by (ts, event_id), unique event ids
+    emitted: list[str] = field(default_factory=list)  # session ids already written out
+
+    @property
+    def start(self) -> int:
+        return self.events[0][TS]
+
+    @property
+    def end(self) -> int:
+        return self.events[-1][TS]
+
+    @property
+    def session_id(self) -> str:
+        first = self.events[0][EID]
+        cached = _IDS.get(first)
+        if cached is None:
+            cached = _IDS[first] = str(uuid.uuid5(NAMESPACE, "session:" + first))
+            if len(_IDS) > 100_000:  # a cache, not state: bounded
+                _IDS.clear()
+        return cached
+
+
+def _holds(session: Session, event: list[Any]) -> bool:
+    # A duplicate has the same time: scan only the tail at or after it.
+    for e in reversed(session.events):
+        if e[TS] < event[TS]:
+            return False
+        if e[EID] == event[EID]:
+            return True
+    return False
+
+
+def _coalesce(sessions: Iterable[Session], gap: int) -> list[Session]:
+    """Re-split the union of the sessions' events on the gap (duplicates dropped).
+
+    Each input's already-emitted ids follow its first event, so the output session that
+    absorbed it knows which rows it supersedes.
+    """
+    inputs = list(sessions)
+    events: dict[str, list[Any]] = {}
+    for s in inputs:
+        for e in s.events:
+            events.setdefault(e[EID], e)
+    out: list[Session] = []
+    home: dict[str, Session] = {}
+    for e in sorted(events.values(), key=lambda e: (e[TS], e[EID])):
+        if out and e[TS] - out[-1].end < gap:
+            out[-1].events.append(e)
+        else:
+            out.append(Session([e]))
+        home[e[EID]] = out[-1]
+    for s in inputs:
+        target = home[s.events[0][EID]]
+        target.emitted.extend(i for i in s.emitted if i not in target.emitted)
+    return out
+
+
+class Sessionizer:
+    def __init__(self, gap_ms: int) -> None:
+        self.gap = gap_ms
+        self.open: dict[str, list[Session]] = {}
+        # Heap of (end + gap, owner). An entry may be stale but never later than the owner's
+        # first session's true closing time; every owner with open sessions has one.
+        self._closing: list[tuple[int, str]] = []
+        self.dirty: set[str] = set()
+
+    def add(self, owner: str, event: list[Any]) -> bool:
+        """Insert an event; False when its event id is already in that session."""
+        sessions = self.open.setdefault(owner, [])
+        ts = event[TS]
+        near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
+        if any(_holds(s, event) for s in near):
+            return False
+        last = near[0].events[-1] if len(near) == 1 else None
+        if last is not None and (ts, event[EID]) > (last[TS], last[EID]):
+            # The common case: in order, one session. No new heap entry: the owner already
+            # has one, and a session that grows only closes later (the entry goes stale and
+            # is re-queued when it comes up).
+            near[0].events.append(event)
+            self.dirty.add(owner)
+            return True
+        elif not near:  # a new session of its own
+            merged = Session([event])
+            sessions.append(merged)
+            if len(sessions) > 1 and sessions[-2].start > ts:
+                sessions.sort(key=lambda s: s.start)
+        else:
+            rest = [s for s in sessions if all(s is not n for n in near)]
+            [merged] = _coalesce([*near, Session([event])], self.gap)
+            sessions[:] = sorted([*rest, merged], key=lambda s: s.start)
+        heapq.heappush(self._closing, (merged.end + self.gap, owner))
+        self.dirty.add(owner)
+        return True
+
+    def absorb(self, loser: str, survivor: str) -> None:
+        """Give the survivor the loser's open sessions, joined where they are within the gap."""
+        moved = self.open.pop(loser, [])
+        self.dirty.update((loser, survivor))
+        if not moved:
+            return
+        merged = _coalesce([*self.open.get(survivor, []), *moved], self.gap)
+        self.open[survivor] = merged
+        for s in merged:
+            heapq.heappush(self._closing, (s.end + self.gap, survivor))
+
+    def next_close(self) -> int | None:
+        """The earliest time at which some open session closes."""
+        while self._closing:
+            at, owner = self._closing[0]
+            sessions = self.open.get(owner)
+            if sessions and sessions[0].end + self.gap == at:
+                return at
+            heapq.heappop(self._closing)  # stale: the session grew, merged or closed
+            if sessions:
+                heapq.heappush(self._closing, (sessions[0].end + self.gap, owner))
+        return None
+
+    def close_due(self, at: int) -> list[tuple[str, Session]]:
+        """Close every session whose `end + gap <= at`."""
+        closed: list[tuple[str, Session]] = []
+        while (nxt := self.next_close()) is not None and nxt <= at:
+            _, owner = heapq.heappop(self._closing)
+            sessions = self.open[owner]
+            while sessions and sessions[0].end + self.gap <= at:
+                closed.append((owner, sessions.pop(0)))
+            if sessions:
+                heapq.heappush(self._closing, (sessions[0].end + self.gap, owner))
+            else:
+                del self.open[owner]
+            self.dirty.add(owner)
+        return closed
+
+    # Persistence
+    def record(self, owner: str) -> list | None:
+        sessions = self.open.get(owner)
+        return [[s.events, s.emitted] for s in sessions] if sessions else None
+
+    def load(self, owner: str, record: list | None) -> None:
+        if not record:
+            self.open.pop(owner, None)
+            return
+        self.open[owner] = [Session(events, emitted) for events, emitted in record]
+        heapq.heappush(self._closing, (self.open[owner][0].end + self.gap, owner))
+
+
+def summary(session: Session) -> dict[str, Any]:
+    """The analyst's view of a session (without owner, state or version columns)."""
+    events = session.events
+    devices: list[str] = []
+    types: list[str] = []
+    path: list[str] = []
+    for e in events:
+        if e[DEVICE] not in devices:
+            devices.append(e[DEVICE])
+        if e[DEVICE_TYPE] and e[DEVICE_TYPE] not in types:
+            types.append(e[DEVICE_TYPE])
+        if not path or path[-1] != e[DEVICE]:
+            path.append(e[DEVICE])
+    pages = [e[URL] for e in events if e[URL]]
+    return {
+        "session_id": session.session_id,
+        "started_ms": session.start,
+        "ended_ms": session.end,
+        "events": len(events),
+        "views": sum(1 for e in events if e[KIND] in VIEWS),
+        "devices": devices,
+        "device_types": types,
+        "device_path": path,
+        "switches": len(path) - 1,
+        "channel": events[0][CHANNEL],
+        "source": events[0][SOURCE],
+        "entry_page": pages[0] if pages else "",
+        "exit_page": pages[-1] if pages else "",
+        "converted": int(any(e[KIND] in CONVERSIONS for e in events)),
+        "revenue": round(sum(e[REVENUE] for e in events), 2),
+    }

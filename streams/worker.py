@@ -1,0 +1,44 @@
+"""Build a worker (app + topics + agents + views) and run it."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.app import create_app
+from streams.signals import SignalsStage, signals_topics
+from streams.signals_views import register_signals_views
+from streams.sink import WarehouseSink
+from streams.stitching import Stitching
+from streams.views import register_views
+from trackpipe.kafka_admin import ensure_topics
+from trackpipe.settings import Settings
+
+
+def build_worker(settings: Settings) -> tuple[faust.App, WarehouseSink]:
+    app = create_app(settings)
+    sink = WarehouseSink(settings, settings.open_warehouse)
+    register_views(app, sink, settings)
+    if identity_runs(settings):
+        Stitching(app, settings).register()
+
+    if settings.signals_enabled:
+        register_signals_views(app, SignalsStage(app, settings, sink).register(), settings)
+    return app, sink
+
+
+def identity_runs(settings: Settings) -> bool:
+    # chdb: one process, one data directory; the stage would need the sink's connection.
+    return settings.identity_enabled and not settings.warehouse_url.startswith("chdb:")
+
+
+def run(settings: Settings) -> None:
+    ensure_topics(settings)
+    if identity_runs(settings):
+        ensure_topics(settings, [settings.identity_topic("identity-in")], partitions=1)
+        ensure_topics(settings, [settings.identity_topic(n) for n in ("identity-changes", "late")])
+
+    if settings.signals_enabled:
+        ensure_topics(settings, signals_topics(settings))
+    app, sink = build_worker(settings)
+    worker = faust.Worker(app, sink, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,107 @@
+"""Run stitching workers as real processes on real Kafka + ClickHouse, and read what they wrote."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from schemas.migrate import migrate
+from schemas.tables import DEVICE_SESSIONS_COLUMNS, SESSIONS_COLUMNS
+from schemas.warehouse import connect
+from trackpipe.kafka_admin import ensure_topics
+from trackpipe.processes import Proc, free_port, http_get, start_trackpipe, wait_http
+from trackpipe.settings import Settings
+
+
+class StreamsRun:
+    def __init__(self, bootstrap: str, warehouse_url: str, uid: str, tmp: Path) -> None:
+        self.overrides: dict[str, object] = {
+            "kafka_bootstrap": bootstrap,
+            "warehouse_url": warehouse_url,
+            "topic_raw": f"raw-{uid}",
+            "topic_dead": f"dead-{uid}",
+            "topic_suppressions": f"suppressions-{uid}",
+            "app_id": f"trackpipe-streams-{uid}",
+            "kafka_session_timeout_s": 10,
+            "identity_flush_seconds": 0.5,
+            "identity_batch_size": 200,
+        }
+        self.tmp = tmp
+        self.settings = Settings(_env_file=None, **self.overrides)  # type: ignore[arg-type]
+        self.workers: dict[str, tuple[Proc, int]] = {}
+        with connect(warehouse_url) as wh:
+            migrate(wh)
+        ensure_topics(self.settings)
+
+    def produce(self, events: list[dict], closers: list[dict] = ()) -> None:  # type: ignore[assignment]
+        producer = KafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","), acks="all", linger_ms=5
+        )
+        for e in events:
+            producer.send(self.settings.topic_raw, orjson.dumps(e), key=e["device_id"].encode())
+        for p, e in enumerate(closers):  # one per partition: moves every watermark on
+            producer.send(self.settings.topic_raw, orjson.dumps(e), partition=p)
+        producer.flush()
+        producer.close()
+
+    def start(self, name: str) -> None:
+        port = free_port()
+        overrides = self.overrides | {
+            "worker_web_port": port,
+            "worker_data_dir": self.tmp / name,
+        }
+        proc = start_trackpipe(name, ["worker"], overrides, self.tmp / "logs")
+        wait_http(proc, f"http://127.0.0.1:{port}/identity/")
+        self.workers[name] = (proc, port)
+
+    def stats(self) -> list[dict[str, Any]]:
+        found = []
+        for proc, port in self.workers.values():
+            if proc.alive():
+                try:
+                    status, body = http_get(f"http://127.0.0.1:{port}/identity/")
+                except OSError:
+                    continue
+                if status == 200:
+                    found.append(orjson.loads(body))
+        return found
+
+    def wait_flushed(self, events: int, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Wait until the owner has flushed state and rows covering `events` input events."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for s in self.stats():
+                # Counters as of a completed flush: durable, even if ownership moved since.
+                done = s["flushed"].get("events", 0) + s["flushed"].get("late", 0)
+                if done >= events:
+                    return s
+            time.sleep(0.2)
+        logs = "\n".join(proc.tail(40) for proc, _ in self.workers.values())
+        raise AssertionError(f"not flushed after {timeout_s}s: {self.stats()}\n{logs}")
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        columns = {"sessions": SESSIONS_COLUMNS, "device_sessions": DEVICE_SESSIONS_COLUMNS}
+        names = [n for n, _ in columns[table]]
+        with connect(str(self.overrides["warehouse_url"])) as wh:
+            got = wh.query(f"SELECT {', '.join(names)} FROM {wh.database}.{table} FINAL")
+        return [dict(zip(names, r, strict=True)) for r in got]
+
+    def identities(self) -> dict[str, tuple]:
+        with connect(str(self.overrides["warehouse_url"])) as wh:
+            got = wh.query(
+                "SELECT id_type, id_value, person_id, first_seen_ms, last_seen_ms "
+                f"FROM {wh.database}.identities FINAL"
+            )
+        return {f"{t}:{v}": (p, f, last) for t, v, p, f, last in got}
+
+    def counts(self, table: str, key: str) -> tuple[int, int]:
+        """(rows after FINAL, distinct keys): equal when the de-duplication rule holds."""
+        with connect(str(self.overrides["warehouse_url"])) as wh:
+            [(rows, keys)] = wh.query(
+                f"SELECT count(), uniqExact({key}) FROM {wh.database}.{table} FINAL"
+            )
+        return int(rows), int(keys)

@@ -1,0 +1,98 @@
+"""Identity + sessions on real Kafka and ClickHouse 18.16: workers as separate processes.
+
+Every run is compared with the offline reference (tests/streams_reference.py) over the same
+events: generated traffic with several devices per person, late logins, a kiosk, junk ids,
+arrival shuffled within half the allowed lateness, and one closing event per partition.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.streams_harness import StreamsRun
+from tests.streams_reference import from_rows, reference
+from trackpipe.identity_traffic import closing_events, generate, shuffled
+from trackpipe.processes import stop
+
+pytestmark = pytest.mark.integration
+
+GAP = 30 * 60_000
+LATENESS = 10 * 60_000
+LIMITS = {"user": 1, "email": 3, "app": 5, "adid": 5, "cookie": 20}
+
+
+@pytest.fixture(scope="module")
+def traffic() -> tuple[list[dict], list[dict], tuple]:
+    events = generate(300, seed=5)
+    closers = closing_events(events, 4, GAP + LATENESS + 1)
+    return shuffled(events, LATENESS // 2), closers, reference(events + closers, GAP, LIMITS)
+
+
+@pytest.fixture
+def run(kafka_bootstrap: str, clickhouse_db: str, uid: str, tmp_path: Path) -> Iterator[StreamsRun]:
+    r = StreamsRun(kafka_bootstrap, clickhouse_db, uid, tmp_path)
+    yield r
+    for proc, _ in r.workers.values():
+        stop(proc, signal.SIGINT)
+
+
+def assert_matches_reference(run: StreamsRun, expected: tuple) -> None:
+    ids, sessions, device_sessions = expected
+    assert run.identities() == ids
+    assert from_rows(run.rows("sessions"), "person_id") == sessions
+    assert from_rows(run.rows("device_sessions"), "device_id") == device_sessions
+    for table in ("sessions", "device_sessions"):
+        rows, keys = run.counts(table, "session_id")
+        assert rows == keys  # FINAL: exactly one row per session id
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_workers_match_the_offline_reference(run: StreamsRun, traffic, workers: int) -> None:
+    events, closers, expected = traffic
+    for n in range(workers):
+        run.start(f"worker{n}")
+    run.produce(events, closers)
+    stats = run.wait_flushed(len(events) + len(closers))
+    assert stats["flushed"]["late"] == 0 and stats["flushed"]["merges"] > 0
+    assert_matches_reference(run, expected)
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
+    run: StreamsRun, traffic
+) -> None:
+    events, closers, expected = traffic
+    half = len(events) // 2
+    run.start("victim")
+    run.produce(events[:half])
+    run.wait_flushed(half // 2)
+    victim, _ = run.workers.pop("victim")
+    stop(victim, signal.SIGKILL)
+    run.produce(events[half:], closers)
+    run.start("successor")
+    stats = run.wait_flushed(len(events) + len(closers))
+    assert stats["flushed"]["late"] == 0
+    assert_matches_reference(run, expected)
+
+
+def test_events_beyond_the_lateness_are_counted_and_published(run: StreamsRun, traffic) -> None:
+    import orjson
+
+    from trackpipe.kafka_admin import read_all
+
+    events, closers, _ = traffic
+    run.start("worker")
+    run.produce(events, closers)
+    run.wait_flushed(len(events) + len(closers))
+    stale = events[0] | {"event_id": "too-late", "ts_ms": events[0]["ts_ms"] - 1}
+    run.produce([stale])
+    stats = run.wait_flushed(len(events) + len(closers) + 1)
+    assert stats["flushed"]["late"] == 1
+    late_topic = run.settings.identity_topic("late")
+    published = [
+        e for _, v in read_all(run.settings.kafka_bootstrap, late_topic) for e in orjson.loads(v)
+    ]
+    assert [e[1] for e in published] == ["too-late"]

@@ -1,0 +1,49 @@
+"""Build requests and read what the memory sink received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from collector.http import Request, Response
+from collector.routes import Routes
+from collector.sinks.memory import MemorySink
+
+RAW, DEAD, BOTS = "trackpipe.events.raw", "trackpipe.events.dead", "trackpipe.events.bots"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36"
+)
+
+
+def post(
+    routes: Routes,
+    path: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    ip: str = "198.51.100.23",
+) -> Response:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    all_headers = {"user-agent": CHROME, "content-type": "application/json", **(headers or {})}
+    return routes(Request("POST", path, "", all_headers, raw, ip))
+
+
+def get(
+    routes: Routes, path: str, query: str = "", headers: dict[str, str] | None = None
+) -> Response:
+    all_headers = {"user-agent": CHROME, **(headers or {})}
+    return routes(Request("GET", path, query, all_headers, b"", "198.51.100.23"))
+
+
+def events(sink: MemorySink, topic: str = RAW) -> list[dict[str, Any]]:
+    """Records as produced; `props` travels as a JSON string (schemas.events), read back here."""
+    records = [orjson.loads(v) for _, v in sink.records[topic]]
+    for record in records:
+        if isinstance(record.get("props"), str):
+            record["props"] = orjson.loads(record["props"])
+    return records
+
+
+def header(response: Response, name: str) -> list[str]:
+    return [v for k, v in response.headers if k.lower() == name.lower()]

@@ -1,0 +1,69 @@
+"""The pixel hot path's fast versions agree with the standard library they replace."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import parse_qsl
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collector.http import parse_query
+from collector.privacy import anonymize_ip
+
+query_chars = st.sampled_from([*"ab=&+%20zZé;/?x1 ", "%2", "%%", "==", "%C3%A9", "%e9", "%20"])
+
+
+@given(st.lists(query_chars, max_size=40).map("".join))
+def test_parse_query_equals_parse_qsl(query: str) -> None:
+    expected = dict(parse_qsl(query, keep_blank_values=False, max_num_fields=100))
+    assert parse_query(query, max_fields=100) == expected
+
+
+def test_parse_query_refuses_too_many_fields_like_parse_qsl() -> None:
+    query = "&".join(f"k{i}=v" for i in range(101))
+    with pytest.raises(ValueError):
+        parse_qsl(query, max_num_fields=100)
+    with pytest.raises(ValueError):
+        parse_query(query, max_fields=100)
+
+
+def _slow_anonymize(ip: str) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+octet = st.one_of(
+    st.integers(0, 300).map(str), st.sampled_from(["01", "00", "²", "", "x", " 1", "0x1"])
+)
+
+
+@given(st.lists(octet, min_size=3, max_size=5).map(".".join))
+def test_anonymize_ip_fast_path_equals_ipaddress(ip: str) -> None:
+    assert anonymize_ip(ip) == _slow_anonymize(ip)
+
+
+@given(st.ip_addresses())
+def test_anonymize_ip_on_real_addresses(
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    assert anonymize_ip(str(addr)) == _slow_anonymize(str(addr))
+
+
+def test_produce_latency_histogram_is_cumulative() -> None:
+    from collector.metrics import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.0005, 0.001, 0.003, 0.02, 0.02, 7.0, 60.0):
+        metrics.observe_produce(seconds)
+    text = metrics.render().decode()
+    assert 'trackpipe_produce_latency_seconds_bucket{le="0.001"} 2' in text
+    assert 'trackpipe_produce_latency_seconds_bucket{le="0.005"} 3' in text
+    assert 'trackpipe_produce_latency_seconds_bucket{le="0.025"} 5' in text
+    assert 'trackpipe_produce_latency_seconds_bucket{le="10.0"} 6' in text
+    assert 'trackpipe_produce_latency_seconds_bucket{le="+Inf"} 7' in text

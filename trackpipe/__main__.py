@@ -1,0 +1,5 @@
+import sys
+
+from trackpipe.cli import main
+
+sys.exit(main())
