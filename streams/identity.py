@@ -95,8 +95,10 @@ class IdentityGraph:
         self._rank = {kind: i for i, kind in enumerate(priority)}
         self.persons: dict[str, Person] = {}
         self.owner: dict[str, str] = {}  # identifier → person_id
-        self.pending: list[tuple[int, str, str]] = []  # heap of (ts, a, b), a < b
-        self._pending_set: set[tuple[str, str]] = set()
+        # Heap of (ts, a, b), a < b. A pair seen again earlier than queued is pushed again
+        # with its earlier time; the entry whose time no longer matches is stale and skipped.
+        self.pending: list[tuple[int, str, str]] = []
+        self._pending_ts: dict[tuple[str, str], int] = {}  # pair → the time it applies at
         self.changed: set[str] = set()  # identifiers whose row changed (since last drain)
         self.dirty: set[str] = set()  # person_ids whose record changed (since last drain)
 
@@ -124,16 +126,25 @@ class IdentityGraph:
         if a == b or (a in self.owner and self.owner[a] == self.owner.get(b)):
             return  # already one person: nothing to decide
         pair = (a, b) if a < b else (b, a)
-        if pair not in self._pending_set:
-            self._pending_set.add(pair)
+        # The earliest sighting decides when the link applies, whatever the arrival order:
+        # the same pair seen later first must not postpone it (the limits depend on order).
+        queued = self._pending_ts.get(pair)
+        if queued is None or ts < queued:
+            self._pending_ts[pair] = ts
             heapq.heappush(self.pending, (ts, *pair))
 
+    def _drop_stale(self) -> None:
+        while self.pending and self._pending_ts.get(self.pending[0][1:]) != self.pending[0][0]:
+            heapq.heappop(self.pending)
+
     def next_link_ts(self) -> int | None:
+        self._drop_stale()
         return self.pending[0][0] if self.pending else None
 
     def apply_next(self) -> Merge | Refusal | None:
+        self._drop_stale()
         ts, a, b = heapq.heappop(self.pending)
-        self._pending_set.discard((a, b))
+        del self._pending_ts[(a, b)]
         pa, pb = self.owner[a], self.owner[b]
         if pa == pb:
             return None
@@ -175,16 +186,18 @@ class IdentityGraph:
 
     def drop_links(self, keys: set[str]) -> None:
         """Forget queued links touching any of `keys`."""
-        kept = [item for item in self.pending if item[1] not in keys and item[2] not in keys]
-        if len(kept) != len(self.pending):
-            heapq.heapify(kept)
-            self.pending = kept
-            self._pending_set = {(a, b) for _, a, b in kept}
+        kept = {
+            pair: ts
+            for pair, ts in self._pending_ts.items()
+            if pair[0] not in keys and pair[1] not in keys
+        }
+        if len(kept) != len(self._pending_ts):
+            self.load_pending([ts, a, b] for (a, b), ts in kept.items())
 
     def pending_state(self) -> list[list]:
-        return [list(item) for item in self.pending]
+        return [[ts, a, b] for (a, b), ts in sorted(self._pending_ts.items())]
 
     def load_pending(self, items: Iterable[list]) -> None:
         self.pending = [(int(ts), a, b) for ts, a, b in items]
         heapq.heapify(self.pending)
-        self._pending_set = {(a, b) for _, a, b in self.pending}
+        self._pending_ts = {(a, b): ts for ts, a, b in self.pending}

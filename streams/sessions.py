@@ -31,7 +31,12 @@ _IDS: dict[str, str] = {}
 @dataclass(eq=False)  # identity, not value, equality: sessions are mutable state
 class Session:
     events: list[list[Any]]  # sorted by (ts, event_id), unique event ids
-    emitted: list[str] = field(default_factory=list)  # session ids already written out
+    # Ids this session had before (its first event changed) and may have been written under,
+    # by this worker or by one that died before its state was saved: the next rows
+    # supersede them. Which ids were *written* depends on flush timing; which ids the
+    # session *had* depends only on the input, so a successor supersedes them all.
+    emitted: list[str] = field(default_factory=list)
+    known: bool = field(default=True, repr=False)  # False: a lone new event being inserted
 
     @property
     def start(self) -> int:
@@ -65,8 +70,8 @@ def _holds(session: Session, event: list[Any]) -> bool:
 def _coalesce(sessions: Iterable[Session], gap: int) -> list[Session]:
     """Re-split the union of the sessions' events on the gap (duplicates dropped).
 
-    Each input's already-emitted ids follow its first event, so the output session that
-    absorbed it knows which rows it supersedes.
+    Each input's former ids and its own id follow its first event, so the output session
+    that absorbed it knows which rows it supersedes.
     """
     inputs = list(sessions)
     events: dict[str, list[Any]] = {}
@@ -83,7 +88,8 @@ def _coalesce(sessions: Iterable[Session], gap: int) -> list[Session]:
         home[e[EID]] = out[-1]
     for s in inputs:
         target = home[s.events[0][EID]]
-        target.emitted.extend(i for i in s.emitted if i not in target.emitted)
+        known = [*s.emitted, s.session_id] if s.known else s.emitted
+        target.emitted.extend(i for i in known if i not in target.emitted)
     return out
 
 
@@ -118,7 +124,8 @@ class Sessionizer:
                 sessions.sort(key=lambda s: s.start)
         else:
             rest = [s for s in sessions if all(s is not n for n in near)]
-            [merged] = _coalesce([*near, Session([event])], self.gap)
+            # The new event is not a session yet: its id was never written.
+            [merged] = _coalesce([*near, Session([event], known=False)], self.gap)
             sessions[:] = sorted([*rest, merged], key=lambda s: s.start)
         heapq.heappush(self._closing, (merged.end + self.gap, owner))
         self.dirty.add(owner)

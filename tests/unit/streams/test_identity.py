@@ -61,6 +61,19 @@ def test_links_apply_in_event_time_order_not_arrival_order() -> None:
     assert g.owner["cookie:k"] == g.owner["user:early"]
 
 
+def test_a_pair_seen_twice_applies_at_its_earliest_sighting_whatever_the_arrival() -> None:
+    g = IdentityGraph(limits={"user": 1})
+    for key in ("cookie:k", "user:a", "user:b"):
+        g.observe(key, 1)
+    g.propose("cookie:k", "user:a", 30)  # the later sighting of this pair arrives first
+    g.propose("cookie:k", "user:b", 20)
+    g.propose("cookie:k", "user:a", 10)  # its earlier sighting decides
+    assert g.next_link_ts() == 10
+    assert isinstance(g.apply_next(), Merge) and isinstance(g.apply_next(), Refusal)
+    assert g.owner["cookie:k"] == g.owner["user:a"] and g.next_link_ts() is None
+    assert g.pending_state() == []
+
+
 def test_first_and_last_seen_follow_event_time() -> None:
     g = IdentityGraph()
     for ts in (50, 10, 30):
