@@ -228,6 +228,7 @@ class Stitching:
             await self.late.send(key=b"late", value=orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
         await self._publish_attributed(out)
         t = self._took("topics", t)
+        await self._know_changelog()
         # Each record is encoded once; the `wal` record is assembled from those bytes.
         encoded = {name: orjson.dumps(record) for name, record in out.state.items()}
         self.table[b"wal"] = b"{%s}" % b",".join(
@@ -243,6 +244,16 @@ class Stitching:
         engine.version = version
         self.flushes += 1
         self.flushed = vars(engine.counters).copy()
+
+    async def _know_changelog(self) -> None:
+        """Make the producer fetch the changelog topic's metadata before the table writes.
+
+        With `use_partitioner` faust picks the partition synchronously from the producer's
+        metadata; a worker whose metadata predates the topic (another worker created it)
+        would fail every write until the next refresh, minutes later.
+        """
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        await producer.partitions_for(self.table.changelog_topic.get_topic_name())
 
     async def _publish_attributed(self, out: Output) -> None:
         """Events under the person they were applied to, then the merges: a loser's events
