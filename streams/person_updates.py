@@ -2,6 +2,11 @@
 
 The faust stage (streams/signals.py) reads the person's stored state, calls one of these and
 stores the result: one table write per message, whatever the number of events in it.
+
+A merged-away person leaves a tombstone (`{"pid", "into", "ids"}`) under its key: messages
+still on their way to it — an absorb forwarded by an earlier merge from another partition,
+a batch re-sent after a crash — follow it to the survivor instead of starting a new, orphaned
+profile. Its `ids` let an erasure find it like any profile.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from schemas.signals import Absorb, AttributedBatch, Merge
+from schemas.signals import Absorb, AttributedBatch, Merge, batch_message, merge_message
 from streams.audiences import Audience, leave_all, reconcile
 from streams.profiles import Profile, SignalsConfig, apply_events, combine, new_profile
 from streams.signal_rows import Output, remember, snapshot
@@ -36,6 +41,14 @@ def load(raw: bytes | None) -> Profile | None:
     return orjson.loads(raw) if raw else None
 
 
+def is_tombstone(p: Profile | None) -> bool:
+    return p is not None and "into" in p
+
+
+def tombstone(loser: str, survivor: str, p: Profile | None) -> Profile:
+    return {"pid": loser, "into": survivor, "ids": p["ids"] if p else {}}
+
+
 def _id_keys(p: Profile) -> set[str]:
     return {f"{kind}:{v}" for kind, values in p["ids"].items() for v in values}
 
@@ -44,6 +57,9 @@ def on_batch(
     raw: bytes | None, batch: AttributedBatch, cfg: SignalsConfig, audiences: list[Audience]
 ) -> Update:
     p = load(raw) or new_profile(batch.person_id)
+    if is_tombstone(p):  # merged away meanwhile: the survivor takes the events (once)
+        events = [e.model_dump() for e in batch.events]
+        return Update(p, False, forward=[(p["into"], batch_message(p["into"], events))])
     known = _id_keys(p)
     applied, moments = apply_events(p, [e.model_dump() for e in batch.events], cfg)
     if not applied:  # a redelivery: write the same rows again, change nothing
@@ -57,31 +73,36 @@ def on_batch(
 
 
 def on_merge(key: str, raw: bytes | None, merge: Merge, cfg: SignalsConfig) -> Update:
-    """On the loser's partition: hand its state to the survivor and delete it.
+    """On the loser's partition: hand its state to the survivor and leave a tombstone.
 
-    A merge keyed by the survivor is re-keyed by the loser first. A loser without state
-    (already handed over, or never seen) has nothing to hand over.
+    A merge keyed by the survivor is re-keyed by the loser first. A loser already merged
+    (a redelivery) changes nothing; one without state yet still gets its tombstone.
     """
     loser, survivor = merge.from_, merge.into
     if key != loser:
-        value = orjson.dumps({"merge": {"from": loser, "into": survivor}})
-        return Update(None, False, forward=[(loser, value)])
+        return Update(None, False, forward=[(loser, merge_message(loser, survivor))])
     p = load(raw)
-    if p is None or loser == survivor:
+    if is_tombstone(p) or loser == survivor:
         return Update(p, False)
+    if p is None:
+        return Update(tombstone(loser, survivor, None), True)
     changes = leave_all(p, p["now_ms"])
     p["rev"] += 1
     out = Output()
     out.extend(snapshot(p, cfg, changes, [], merged_into=survivor))
     absorb = orjson.dumps({"absorb": {"from": loser, "into": survivor, "profile": p}})
-    return Update(None, True, out, forward=[(survivor, absorb)])
+    return Update(tombstone(loser, survivor, p), True, out, forward=[(survivor, absorb)])
 
 
 def on_absorb(
     raw: bytes | None, absorb: Absorb, cfg: SignalsConfig, audiences: list[Audience]
 ) -> Update:
-    """On the survivor's partition: combine the loser's state, once."""
+    """On the survivor's partition: combine the loser's state, once (or pass it on, when
+    the survivor has itself been merged away since)."""
     s = load(raw) or new_profile(absorb.into)
+    if is_tombstone(s):
+        value = {"absorb": {"from": absorb.from_, "into": s["into"], "profile": absorb.profile}}
+        return Update(s, False, forward=[(s["into"], orjson.dumps(value))])
     known = _id_keys(s)
     done, moments = combine(s, absorb.profile, cfg)
     if not done:

@@ -184,6 +184,8 @@ class SignalsStage:
             await self._store(key, update)
 
     def _apply(self, key: str, message: AttributedMessage) -> Update | None:
+        if len(self.sink.suppressions) and self._drop_erased(key, message):
+            return None
         if isinstance(message, MergeRecord):
             self.stats.merges += key == message.merge.from_
             return on_merge(key, self.profiles.get(key.encode()), message.merge, self.cfg)
@@ -196,11 +198,6 @@ class SignalsStage:
             self.stats.absorbed += update.changed
             return update
         raw = self.profiles.get(key.encode())
-        if raw is not None and len(self.sink.suppressions) and self.erased(orjson.loads(raw)):
-            # Erased (trackpipe erase): the warehouse rows are gone; drop the state too.
-            del self.profiles[key.encode()]
-            self.stats.erased += 1
-            return None
         if len(self.sink.suppressions):  # events of erased persons are not applied
             blocks = self.sink.suppressions.blocks
             events = [e for e in message.events if not blocks(e.model_dump())]
@@ -210,6 +207,16 @@ class SignalsStage:
         self.stats.events_applied += update.applied
         self.stats.redeliveries += not update.changed
         return update
+
+    def _drop_erased(self, key: str, message: AttributedMessage) -> bool:
+        """Erased (trackpipe erase): the warehouse rows are gone; drop the stored state (a
+        profile or a tombstone) and a handed-over profile of the person too."""
+        raw = self.profiles.get(key.encode())
+        if raw is not None and self.erased(orjson.loads(raw)):
+            del self.profiles[key.encode()]
+            self.stats.erased += 1
+            return True
+        return isinstance(message, AbsorbRecord) and self.erased(message.absorb.profile)
 
     def erased(self, profile: dict[str, Any]) -> bool:
         """Does the profile hold an identifier of an erased person?"""

@@ -18,6 +18,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from streams.person_updates import is_tombstone
 from streams.signals import SignalsStage
 from streams.summaries import summary
 from trackpipe.settings import Settings
@@ -66,6 +67,13 @@ def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settin
             return view.json({"error": "recovering, retry"}, status=503)
         if profile is None or stage.erased(profile):
             return view.json({"error": "unknown person"}, status=404)
+        if is_tombstone(profile):  # merged into another person: send the client there
+            location = f"/signals/profiles/{profile['into']}/"
+            if request.query_string:
+                location += f"?{request.query_string}"
+            return view.json(
+                {"person_id": profile["into"]}, status=307, headers={"Location": location}
+            )
         body = orjson.dumps(summary(profile, _at(request), stage.cfg))
         return view.bytes(body, content_type="application/json")
 

@@ -15,6 +15,8 @@ from collections import defaultdict
 from typing import Any
 
 from streams.identity import NAMESPACE, is_junk
+from streams.profiles import SignalsConfig, apply_events, new_profile
+from streams.signal_rows import interest_rows
 
 RANK = {"user": 0, "email": 1, "app": 2, "adid": 3, "cookie": 4}
 
@@ -119,3 +121,23 @@ def from_rows(rows: list[dict[str, Any]], owner: str) -> set[tuple]:
          tuple(sorted(r["devices"])), tuple(r["device_path"]), round(r["revenue"], 2))
         for r in latest.values() if not r["superseded_by"]
     }  # fmt: skip
+
+
+def reference_interests(
+    events: list[dict], identities: dict[str, tuple], cfg: SignalsConfig
+) -> dict[tuple[str, str], float]:
+    """(person_id, category) → score: each final person's events applied at once, in time
+    order, by the signals stage's own profile logic — what a run without any fault, merge
+    or redelivery gives. Events without a usable identifier belong to nobody."""
+    by_person: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        keys = keys_of(e)
+        if keys:
+            by_person[identities[keys[0]][0]].append(e)
+    scores: dict[tuple[str, str], float] = {}
+    for pid, evs in by_person.items():
+        profile = new_profile(pid)
+        apply_events(profile, evs, cfg)
+        for row in interest_rows(profile, cfg):
+            scores[(pid, row["category"])] = row["score"]
+    return scores

@@ -15,6 +15,10 @@ import zlib
 from typing import Any
 
 MINUTE = 60_000
+# Page and product categories, for the signals stage's interests. Derived from the event id,
+# not drawn from the generator, so adding them left the traffic itself unchanged.
+CATEGORIES = ("shoes", "bags", "outdoor", "books", "kitchen")
+ENGAGING = frozenset({"page_view", "screen_view", "email_click", "purchase"})
 
 
 def _event(
@@ -74,6 +78,8 @@ def generate(persons: int, seed: int = 11, start_ms: int = 1_764_000_000_000) ->
                 fields.setdefault("user_id", f"user-{p}")
             if device[1] == "app" and adid:
                 fields["advertising_id"] = adid
+            if etype in ENGAGING:
+                fields["category"] = CATEGORIES[zlib.crc32(f"e{p}-{n}".encode()) % 5]
             events.append(_event(f"e{p}-{n}", t, device, etype, **fields))
         if p % 7 == 0:  # logs in on the shop's kiosk: a shared device
             t += rng.randrange(MINUTE, 60 * MINUTE)

@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 from schemas.migrate import migrate
 from schemas.tables import DEVICE_SESSIONS_COLUMNS, SESSIONS_COLUMNS
 from schemas.warehouse import connect
+from streams.signals import signals_topics
 from trackpipe.kafka_admin import ensure_topics
 from trackpipe.processes import Proc, free_port, http_get, start_trackpipe, wait_http
 from trackpipe.settings import Settings
@@ -25,6 +26,8 @@ class StreamsRun:
             "topic_raw": f"raw-{uid}",
             "topic_dead": f"dead-{uid}",
             "topic_suppressions": f"suppressions-{uid}",
+            "topic_attributed": f"attributed-{uid}",
+            "topic_signals": f"signals-{uid}",
             "app_id": f"trackpipe-streams-{uid}",
             "kafka_session_timeout_s": 10,
             "identity_flush_seconds": 0.5,
@@ -36,6 +39,7 @@ class StreamsRun:
         with connect(warehouse_url) as wh:
             migrate(wh)
         ensure_topics(self.settings)
+        ensure_topics(self.settings, signals_topics(self.settings))
 
     def produce(self, events: list[dict], closers: list[dict] = ()) -> None:  # type: ignore[assignment]
         producer = KafkaProducer(
@@ -105,3 +109,46 @@ class StreamsRun:
                 f"SELECT count(), uniqExact({key}) FROM {wh.database}.{table} FINAL"
             )
         return int(rows), int(keys)
+
+    def interests(self) -> dict[tuple[str, str], float]:
+        """(person_id, category) → score of every person not merged away, from its newest
+        interest rows (a person's rows below its newest version are categories it lost)."""
+        with connect(str(self.overrides["warehouse_url"])) as wh:
+            db = wh.database
+            merged = {p for (p,) in wh.query(
+                f"SELECT person_id FROM {db}.profiles FINAL WHERE merged_into != ''")}  # fmt: skip
+            rows = wh.query(f"SELECT person_id, category, score, version FROM {db}.interests FINAL")
+        newest: dict[str, int] = {}
+        for pid, _, _, version in rows:
+            newest[pid] = max(newest.get(pid, 0), version)
+        return {
+            (pid, category): score
+            for pid, category, score, version in rows
+            if version == newest[pid] and pid not in merged
+        }
+
+    def wait_interests(
+        self, expected: dict[tuple[str, str], float], timeout_s: float = 90.0
+    ) -> dict[tuple[str, str], float]:
+        """The stage writes profiles a little after identity flushed: wait until they agree
+        (or the time is up), and return what was read last."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = self.interests()
+            if not score_diff(got, expected) or time.monotonic() > deadline:
+                return got
+            time.sleep(1.0)
+
+
+def score_diff(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> dict:
+    """What differs (at most 5 of each kind): empty when the scores agree."""
+    diff = {
+        "missing": sorted(want.keys() - got.keys())[:5],
+        "extra": sorted(got.keys() - want.keys())[:5],
+        "scores": [
+            (k, got[k], want[k])
+            for k in sorted(want.keys() & got.keys())
+            if abs(got[k] - want[k]) > 1e-9 * max(1.0, want[k])
+        ][:5],
+    }
+    return {k: v for k, v in diff.items() if v}

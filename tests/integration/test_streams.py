@@ -1,4 +1,5 @@
-"""Identity + sessions on real Kafka and ClickHouse 18.16: workers as separate processes.
+"""Identity + sessions (and the interests downstream) on real Kafka and ClickHouse 18.16:
+workers as separate processes.
 
 Every run is compared with the offline reference (tests/streams_reference.py) over the same
 events: generated traffic with several devices per person, late logins, a kiosk, junk ids,
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.streams_harness import StreamsRun
-from tests.streams_reference import from_rows, reference
+from streams.signals import config_from
+from tests.integration.streams_harness import StreamsRun, score_diff
+from tests.streams_reference import from_rows, reference, reference_interests
 from trackpipe.identity_traffic import closing_events, generate, shuffled
 from trackpipe.processes import stop
 
@@ -30,6 +32,14 @@ def traffic() -> tuple[list[dict], list[dict], tuple]:
     events = generate(300, seed=5)
     closers = closing_events(events, 4, GAP + LATENESS + 1)
     return shuffled(events, LATENESS // 2), closers, reference(events + closers, GAP, LIMITS)
+
+
+def assert_interests_match(run: StreamsRun, events: list[dict], expected: tuple) -> None:
+    """The signals stage downstream: every person's interests as if computed in one go."""
+    wanted = reference_interests(events, expected[0], config_from(run.settings))
+    assert len({pid for pid, _ in wanted}) > 100  # the traffic has categories to score
+    diff = score_diff(run.wait_interests(wanted), wanted)
+    assert not diff, diff
 
 
 @pytest.fixture
@@ -59,6 +69,7 @@ def test_workers_match_the_offline_reference(run: StreamsRun, traffic, workers: 
     stats = run.wait_flushed(len(events) + len(closers))
     assert stats["flushed"]["late"] == 0 and stats["flushed"]["merges"] > 0
     assert_matches_reference(run, expected)
+    assert_interests_match(run, events + closers, expected)
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
@@ -76,6 +87,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     stats = run.wait_flushed(len(events) + len(closers))
     assert stats["flushed"]["late"] == 0
     assert_matches_reference(run, expected)
+    assert_interests_match(run, events + closers, expected)
 
 
 def test_events_beyond_the_lateness_are_counted_and_published(run: StreamsRun, traffic) -> None:

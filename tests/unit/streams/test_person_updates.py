@@ -43,14 +43,16 @@ def test_merge_is_handed_from_the_loser_to_the_survivor_once() -> None:
     assert rekeyed.forward == [("L", merge_message("L", "S"))] and not rekeyed.changed
 
     handed = on_merge("L", orjson.dumps(loser.state), merge.merge, CFG)
-    assert handed.state is None and handed.changed  # the loser's state is deleted
+    # The loser's profile becomes a tombstone pointing at the survivor.
+    assert handed.changed and handed.state == {"pid": "L", "into": "S", "ids": {"cookie": ["c9"]}}
     [(to, value)] = handed.forward
     absorb = parse_attributed(value)
     assert to == "S" and isinstance(absorb, AbsorbRecord)
     [last] = handed.output.rows["profiles"]
     assert last["merged_into"] == "S" and last["audiences"] == []
     assert [s["kind"] for s in handed.output.signals] == ["audience_exit"]
-    assert on_merge("L", None, merge.merge, CFG).forward == []  # already handed over
+    redelivered = on_merge("L", orjson.dumps(handed.state), merge.merge, CFG)
+    assert redelivered.forward == [] and not redelivered.changed  # already handed over
 
     survivor = on_batch(None, batch("S", ev("s1", device_id="c1")), CFG, AUD)
     combined = on_absorb(orjson.dumps(survivor.state), absorb.absorb, CFG, AUD)
@@ -58,6 +60,34 @@ def test_merge_is_handed_from_the_loser_to_the_survivor_once() -> None:
     assert combined.new_identifiers == ["cookie:c9"]
     again = on_absorb(orjson.dumps(combined.state), absorb.absorb, CFG, AUD)
     assert not again.changed and again.state["buys"] == 1 and again.output.signals == []
+
+
+def test_messages_for_a_merged_person_follow_its_tombstone_to_the_survivor() -> None:
+    """B was merged into C (the merge on B's partition went first), and only then does an
+    absorb of A into B — forwarded from A's partition — or a re-sent batch of B arrive."""
+    a = on_batch(None, batch("A", ev("a1", "purchase", device_id="ca")), CFG, AUD)
+    b = on_batch(None, batch("B", ev("b1", device_id="cb")), CFG, AUD)
+    b_gone = on_merge("B", orjson.dumps(b.state), parse_attributed(merge_message("B", "C")).merge,
+                      CFG)  # fmt: skip
+    a_gone = on_merge("A", orjson.dumps(a.state), parse_attributed(merge_message("A", "B")).merge,
+                      CFG)  # fmt: skip
+    [(to, late_absorb)] = a_gone.forward
+    assert to == "B"
+    passed = on_absorb(orjson.dumps(b_gone.state), parse_attributed(late_absorb).absorb, CFG, AUD)
+    assert not passed.changed and passed.state == b_gone.state  # B stays a tombstone
+    [(to, value)] = passed.forward
+    absorb = parse_attributed(value)
+    assert to == "C" and isinstance(absorb, AbsorbRecord) and absorb.absorb.into == "C"
+    assert absorb.absorb.profile["buys"] == 1  # A's purchase reaches C
+
+    resent = on_batch(orjson.dumps(b_gone.state), batch("B", ev("b1", device_id="cb")), CFG, AUD)
+    [(to, value)] = resent.forward
+    rekeyed = parse_attributed(value)
+    assert to == "C" and isinstance(rekeyed, AttributedBatch) and rekeyed.person_id == "C"
+    assert [e.event_id for e in rekeyed.events] == ["b1"] and not resent.changed
+
+    early = on_merge("D", None, parse_attributed(merge_message("D", "C")).merge, CFG)
+    assert early.changed and early.state == {"pid": "D", "into": "C", "ids": {}}
 
 
 def test_redelivered_batch_changes_nothing_but_rewrites_its_rows() -> None:
