@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install demo test test-faults reliability test-unit test-integration services services-down services-status browser lint format clean bench-deps bench-collector
+.PHONY: help install demo test test-faults fuzz reliability test-unit test-integration services services-down services-status browser lint format clean bench-deps bench-collector
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-unit: install ## unit tests only (no servers)
 test-faults: install services ## only the fault tests, then regenerate docs/reliability.md
 	$(BIN)/pytest -m faults
 	$(BIN)/trackpipe reliability
+
+fuzz: install ## property-based fuzzing of every collector endpoint, 20x the CI cases
+	TRACKPIPE_FUZZ=long $(BIN)/pytest tests/unit/collector/test_properties.py -q
 
 reliability: install ## regenerate docs/reliability.md from the last fault-test results
 	$(BIN)/trackpipe reliability

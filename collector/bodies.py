@@ -14,6 +14,11 @@ import orjson
 
 from trackpipe.settings import Settings
 
+# orjson reads 1024 levels of nesting but writes only 254: a document between the two would
+# be accepted here and then fail (500, event lost) wherever it is re-encoded, so it is
+# refused up front like any other unreadable body.
+MAX_DEPTH = 254
+
 
 @dataclass
 class BodyError(Exception):
@@ -31,9 +36,21 @@ def decode_body(body: bytes, headers: dict[str, str], settings: Settings) -> Any
     if not body.strip():
         raise BodyError(400, "empty", "empty body: send a JSON object or array")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, "unparsable", f"invalid JSON: {exc}") from None
+    # Nesting needs one bracket per level: the common small body is never re-encoded.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(document):
+        raise BodyError(400, "unparsable", f"JSON nested deeper than {MAX_DEPTH} levels")
+    return document
+
+
+def _too_deep(document: Any) -> bool:
+    try:
+        orjson.dumps(document)
+    except orjson.JSONEncodeError:  # only its recursion limit: parsed JSON is encodable
+        return True
+    return False
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -3,6 +3,8 @@
 The collector's per-request work is small, so a framework's overhead would dominate; this
 server parses with httptools (the parser uvicorn uses) and calls a synchronous handler.
 Bodies above the hard limit are refused with 413 from the headers, before being read.
+What the server refuses itself never reaches a handler: it is counted here, in
+`requests_refused_total{reason=...}`, so oversized and malformed requests show in metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from http import HTTPStatus
 from urllib.parse import unquote
 
 import httptools
+
+from collector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,11 @@ Handler = Callable[[Request], Response]
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, handler: Handler, max_body: int, max_url: int) -> None:
+    def __init__(
+        self, handler: Handler, max_body: int, max_url: int, metrics: Metrics | None = None
+    ) -> None:
         self._handler = handler
+        self._metrics = metrics
         self._max_body = max_body
         self._max_url = max_url
         self._parser = httptools.HttpRequestParser(self)
@@ -109,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body = bytearray()
         self._refused: Response | None = None
+        self._refused_reason = ""
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,14 +128,19 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._close_with(Response(400, b"upgrade not supported\n"))
+            self._close_with(Response(400, b"upgrade not supported\n"), "upgrade")
         except httptools.HttpParserError:
-            self._close_with(Response(400, b"malformed HTTP request\n"))
+            self._close_with(Response(400, b"malformed HTTP request\n"), "malformed")
 
-    def _close_with(self, response: Response) -> None:
+    def _close_with(self, response: Response, reason: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            if self._metrics is not None:
+                self._metrics.inc("requests_refused_total", reason=reason)
             self._transport.write(response.encode(keep_alive=False))
             self._transport.close()
+
+    def _refuse(self, status: int, body: bytes, reason: str) -> None:
+        self._refused, self._refused_reason = Response(status, body), reason
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -136,7 +149,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._max_url:
-            self._refused = Response(414, b"URI too long\n")
+            self._refuse(414, b"URI too long\n", "uri_too_long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -144,16 +157,16 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length", "0")
         if not length.isdigit() or int(length) > self._max_body:
-            self._refused = Response(413, b"body too large\n")
+            self._refuse(413, b"body too large\n", "body_too_large")
         if self._refused is not None:  # answer now: the body is never read
-            self._close_with(self._refused)
+            self._close_with(self._refused, self._refused_reason)
 
     def on_body(self, body: bytes) -> None:
         if self._refused is None:
             self._body += body
             if len(self._body) > self._max_body:  # chunked bodies carry no length up front
-                self._refused = Response(413, b"body too large\n")
-                self._close_with(self._refused)
+                self._refuse(413, b"body too large\n", "body_too_large")
+                self._close_with(self._refused, self._refused_reason)
 
     def on_message_complete(self) -> None:
         if self._refused is not None:

@@ -44,7 +44,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     routes = build_routes(settings, sink, metrics, suppressions)
     server = await loop.create_server(
-        lambda: HttpProtocol(routes, settings.max_body_bytes, settings.max_url_bytes),
+        lambda: HttpProtocol(routes, settings.max_body_bytes, settings.max_url_bytes, metrics),
         settings.collector_host,
         settings.collector_port,
         reuse_address=True,

@@ -2,6 +2,9 @@
 
 For every request: events accepted (raw + bots topics) + dead letters + consent drops equals
 the events the request carried (one per pixel or unreadable body, one per batch item).
+
+Example counts come from the loaded hypothesis profile (tests/conftest.py): "ci" by default,
+"long" (20x) with `make fuzz`. Every crash found is kept as a plain test at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from trackpipe.settings import Settings
 KEY = "wk_prop"
 AUTH = "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
 MAX_BATCH = 5
-PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# max_examples from the loaded profile; no deadline: a Harness per example is slow to build.
+PROFILE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
     st.none()
@@ -267,3 +271,41 @@ def test_any_email_link(params: dict[str, str], path: str, hdrs: dict[str, str])
 
     status = Harness().send("GET", path, urlencode(params), hdrs, b"", 1)
     assert status == (200 if path == "/e/o" else 400)  # no forged link ever redirects
+
+
+@PROFILE
+@given(
+    path=st.sampled_from(["/collect", "/v1/track"]),
+    levels=st.integers(1, 1500),
+    opener=st.sampled_from(['{"a":', "["]),
+)
+def test_any_nesting_depth_in_properties(path: str, levels: int, opener: str) -> None:
+    # Built as bytes: past 254 levels orjson could not encode it here either.
+    leaf, closer = ("1", "}") if opener == '{"a":' else ("", "]")
+    deep = (opener * levels + leaf + closer * levels).encode()
+    if path == "/collect":
+        body = b'{"site": "shop", "props": {"d": ' + deep + b"}}"
+    else:
+        body = b'{"userId": "u", "event": "e", "properties": {"d": ' + deep + b"}}"
+    Harness().send("POST", path, "", {"authorization": AUTH}, body, 1)
+
+
+# Crashes found, kept as regression tests.
+
+
+def test_regression_props_nested_deeper_than_orjson_can_write() -> None:
+    # orjson reads 1024 levels but writes 254: props between the two were accepted, then
+    # failed to encode (500, the event lost and no dead letter).
+    deep = b"[" * 300 + b"]" * 300
+    event = b'{"site": "shop", "props": {"a": ' + deep + b"}}"
+    message = b'{"type": "track", "userId": "u", "event": "e", "properties": {"a": ' + deep + b"}}"
+    for path, body in [
+        ("/collect", event),
+        ("/collect", b"[" + event + b"]"),
+        ("/v1/track", message),
+        ("/v1/batch", b'{"batch": [' + message + b"]}"),
+    ]:
+        harness = Harness()
+        assert harness.send("POST", path, "", {"authorization": AUTH}, body, 1) == 400, path
+        [letter] = [orjson.loads(v) for _, v in harness.sink.records[DEAD]]
+        assert letter["reason"] == "unparsable" and "nested deeper" in letter["detail"]
