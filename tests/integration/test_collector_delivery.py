@@ -22,10 +22,12 @@ import pytest
 from collector.routes import PIXEL_GIF
 from trackpipe.kafka_admin import ensure_topics, read_all
 from trackpipe.processes import Proc, free_port, http_get, start_trackpipe, stop, wait_http
+from trackpipe.reliability import record
 from trackpipe.settings import Settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+OUTAGE_S = 30
 
 
 class SpareKafka:
@@ -129,8 +131,6 @@ def gauge(port: int, name: str) -> float:
 
 
 def wait_for(condition, what: str, proc: Proc, timeout_s: float = 90) -> None:  # type: ignore[no-untyped-def]
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline or not proc.alive():
@@ -146,6 +146,25 @@ def markers_on_topic(bootstrap: str, topic: str) -> Counter[int]:
     return Counter(int(e["product_id"][1:]) for e in events)
 
 
+def account(
+    fault: str, bootstrap: str, topic: str, acknowledged: list[int], started: float
+) -> tuple[int, int]:
+    """(lost, doubled) for docs/reliability.md: an acknowledged beacon missing from the topic
+    is lost; one stored under two event ids is doubled (the same event id twice is a
+    redelivery that ClickHouse collapses, reported in the notes)."""
+    events = [orjson.loads(value) for _, value in read_all(bootstrap, topic)]
+    ids_per_marker: dict[int, set[str]] = {}
+    for e in events:
+        ids_per_marker.setdefault(int(e["product_id"][1:]), set()).add(e["event_id"])
+    lost = len(set(acknowledged) - ids_per_marker.keys())
+    doubled = sum(1 for ids in ids_per_marker.values() if len(ids) > 1)
+    redelivered = len(events) - sum(len(ids) for ids in ids_per_marker.values())
+    notes = f"{redelivered} records re-sent with the same event id (collapsed by ClickHouse)"
+    record(fault, f"{len(acknowledged)} beacons", time.monotonic() - started, lost, doubled, notes)
+    return lost, doubled
+
+
+@pytest.mark.faults
 @pytest.mark.parametrize("producer", ["confluent", "kafka-python"])
 def test_broker_outage_every_acknowledged_beacon_lands(
     spare_kafka: SpareKafka, uid: str, tmp_path: Path, producer: str, collectors: list[Proc]
@@ -154,13 +173,17 @@ def test_broker_outage_every_acknowledged_beacon_lands(
     port = int(overrides["collector_port"])  # type: ignore[call-overload]
     collector = start_collector(collectors, overrides, tmp_path)
     beacons = Beacons(port)
+    started = time.monotonic()
     try:
         beacons.send(200)
         spare_kafka.stop()
+        down = time.monotonic()
         beacons.send(200)  # in the producer's queue when their delivery times out
         wait_for(lambda: gauge(port, "spool_records") > 0, "records spooled", collector)
         assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503
-        beacons.send(200)  # straight into the spool
+        while time.monotonic() - down < OUTAGE_S:  # beacons keep arriving: into the spool
+            beacons.send(10)
+            time.sleep(0.1)
         spare_kafka.start()
         wait_for(
             lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, "drained", collector
@@ -170,23 +193,28 @@ def test_broker_outage_every_acknowledged_beacon_lands(
     finally:
         beacons.close()
         assert stop(collector) == 0
-    assert len(beacons.acknowledged) == 700  # the collector kept answering throughout
-    found = markers_on_topic(spare_kafka.bootstrap, str(overrides["topic_raw"]))
-    assert set(beacons.acknowledged) - set(found) == set()
+    assert len(beacons.acknowledged) == beacons.next  # the collector kept answering throughout
+    fault = f"Kafka broker stopped for {OUTAGE_S} s: collector spools, replays ({producer})"
+    topic = str(overrides["topic_raw"])
+    assert account(fault, spare_kafka.bootstrap, topic, beacons.acknowledged, started) == (0, 0)
 
 
+@pytest.mark.faults
 def test_sigterm_flushes_everything_acknowledged(
     kafka_bootstrap: str, uid: str, tmp_path: Path, collectors: list[Proc]
 ) -> None:
     overrides = settings_for(kafka_bootstrap, uid, tmp_path)
     collector = start_collector(collectors, overrides, tmp_path)
     beacons = Beacons(int(overrides["collector_port"]))  # type: ignore[call-overload]
+    started = time.monotonic()
     beacons.send(3000)
     # No waiting: records still in the producer's queue must be flushed by the shutdown.
     assert stop(collector, signal.SIGTERM) == 0
     beacons.close()
-    found = markers_on_topic(kafka_bootstrap, str(overrides["topic_raw"]))
-    assert set(beacons.acknowledged) == set(range(3000)) == set(found)
+    assert set(beacons.acknowledged) == set(range(3000))
+    fault = "collector SIGTERM under load, right after the last beacon"
+    topic = str(overrides["topic_raw"])
+    assert account(fault, kafka_bootstrap, topic, beacons.acknowledged, started) == (0, 0)
 
 
 def test_a_restart_with_kafka_down_resumes_the_spool(
