@@ -9,6 +9,7 @@ import orjson
 from collector.http import Request, Response
 from collector.routes import Routes
 from collector.sinks.memory import MemorySink
+from schemas.events import Event
 
 RAW, DEAD, BOTS = "trackpipe.events.raw", "trackpipe.events.dead", "trackpipe.events.bots"
 CHROME = (
@@ -37,9 +38,15 @@ def get(
 
 
 def events(sink: MemorySink, topic: str = RAW) -> list[dict[str, Any]]:
-    """Records as produced; `props` travels as a JSON string (schemas.events), read back here."""
+    """Records as produced; `props` travels as a JSON string (schemas.events), read back here.
+
+    Every event record must be exactly what `Event(...).model_dump()` gives (the collector
+    builds it without validating a second time): same fields, order, types and values."""
     records = [orjson.loads(v) for _, v in sink.records[topic]]
     for record in records:
+        if topic != DEAD and "reason" not in record:
+            assert orjson.dumps(Event.model_validate(record).model_dump()) == orjson.dumps(record)
+            assert list(record) == list(Event.model_fields)
         if isinstance(record.get("props"), str):
             record["props"] = orjson.loads(record["props"])
     return records

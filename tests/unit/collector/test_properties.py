@@ -20,7 +20,7 @@ from collector.http import Request
 from collector.metrics import Metrics
 from collector.server import build_routes
 from collector.sinks.memory import MemorySink
-from tests.unit.collector.helpers import BOTS, DEAD, RAW
+from tests.unit.collector.helpers import BOTS, DEAD, RAW, events
 from trackpipe.settings import Settings
 
 KEY = "wk_prop"
@@ -166,6 +166,7 @@ class Harness:
         response = self.routes(Request(method, path, query, hdrs, body, "203.0.113.5"))
         assert response.status < 500, response.body
         assert self.outcomes() - before == carried, (path, response.status, response.body)
+        events(self.sink, RAW), events(self.sink, BOTS)  # each record exactly an Event's dump
         return response.status
 
 
