@@ -41,19 +41,30 @@ def context_for(settings: Settings, request: Request) -> Context:
     )
 
 
-def cookie(settings: Settings, name: str, value: str, max_age: int) -> tuple[str, str]:
-    parts = [f"{name}={value}", f"Max-Age={max_age}", "Path=/"]
-    parts += [f"SameSite={settings.cookie_samesite}", "HttpOnly"]
+def _attributes(settings: Settings, max_age: int) -> str:
+    parts = [f"Max-Age={max_age}", "Path=/", f"SameSite={settings.cookie_samesite}", "HttpOnly"]
     if settings.cookie_domain:
         parts.append(f"Domain={settings.cookie_domain}")
     if settings.cookie_secure or settings.cookie_samesite == "None":
         parts.append("Secure")
-    return ("Set-Cookie", "; ".join(parts))
+    return "; ".join(parts)
+
+
+def cookie(settings: Settings, name: str, value: str, max_age: int) -> tuple[str, str]:
+    return ("Set-Cookie", f"{name}={value}; {_attributes(settings, max_age)}")
+
+
+_VISITOR_SUFFIX: dict[int, tuple[Settings, str]] = {}
 
 
 def visitor_cookie(settings: Settings, visitor_id: str) -> tuple[str, str]:
-    # Renewed on every hit so the cookie lives as long as the visitor stays active.
-    return cookie(settings, settings.cookie_name, visitor_id, settings.cookie_max_age_s)
+    # Renewed on every hit so the cookie lives as long as the visitor stays active. Its
+    # attributes only depend on the settings: built once per settings object, not per beacon.
+    cached = _VISITOR_SUFFIX.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        suffix = f"; {_attributes(settings, settings.cookie_max_age_s)}"
+        cached = _VISITOR_SUFFIX[id(settings)] = (settings, suffix)
+    return ("Set-Cookie", f"{settings.cookie_name}={visitor_id}{cached[1]}")
 
 
 def json_response(
