@@ -3,10 +3,12 @@
 The faust stage (streams/signals.py) reads the person's stored state, calls one of these and
 stores the result: one table write per message, whatever the number of events in it.
 
-A merged-away person leaves a tombstone (`{"pid", "into", "ids"}`) under its key: messages
-still on their way to it — an absorb forwarded by an earlier merge from another partition,
-a batch re-sent after a crash — follow it to the survivor instead of starting a new, orphaned
-profile. Its `ids` let an erasure find it like any profile.
+A merged-away person leaves a tombstone under its key — its last state plus `into`, the
+survivor: messages still on their way to it (an absorb forwarded by an earlier merge from
+another partition, a batch re-sent after a crash) follow it to the survivor instead of
+starting a new, orphaned profile; a merge redelivered after a crash (its rows may not have
+been written) writes the loser's last rows and hands it over again (the survivor absorbs a
+person once). Its `ids` let an erasure find it like any profile.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ def is_tombstone(p: Profile | None) -> bool:
 
 
 def tombstone(loser: str, survivor: str, p: Profile | None) -> Profile:
-    return {"pid": loser, "into": survivor, "ids": p["ids"] if p else {}}
+    return {"pid": loser, "into": survivor, "ids": {}} if p is None else {**p, "into": survivor}
+
+
+def _hand_over(p: Profile, survivor: str, cfg: SignalsConfig, out: Output) -> Update:
+    absorb = orjson.dumps({"absorb": {"from": p["pid"], "into": survivor, "profile": p}})
+    out.extend(snapshot(p, cfg, [], [], replay=True, merged_into=survivor))
+    return Update(tombstone(p["pid"], survivor, p), True, out, forward=[(survivor, absorb)])
 
 
 def _id_keys(p: Profile) -> set[str]:
@@ -82,16 +90,22 @@ def on_merge(key: str, raw: bytes | None, merge: Merge, cfg: SignalsConfig) -> U
     if key != loser:
         return Update(None, False, forward=[(loser, merge_message(loser, survivor))])
     p = load(raw)
-    if is_tombstone(p) or loser == survivor:
+    if loser == survivor:
         return Update(p, False)
     if p is None:
         return Update(tombstone(loser, survivor, None), True)
+    if is_tombstone(p):  # redelivered: the same rows and hand-over again, nothing changes
+        if "rev" not in p:  # merged before it had any state: nothing to write
+            return Update(p, False)
+        last = {k: v for k, v in p.items() if k != "into"}
+        update = _hand_over(last, p["into"], cfg, Output())
+        return Update(p, False, update.output, forward=update.forward)
     changes = leave_all(p, p["now_ms"])
     p["rev"] += 1
+    remember(p, changes, [])  # the exits are written again if this merge is redelivered
     out = Output()
-    out.extend(snapshot(p, cfg, changes, [], merged_into=survivor))
-    absorb = orjson.dumps({"absorb": {"from": loser, "into": survivor, "profile": p}})
-    return Update(tombstone(loser, survivor, p), True, out, forward=[(survivor, absorb)])
+    out.signals.extend(snapshot(p, cfg, changes, []).signals)
+    return _hand_over(p, survivor, cfg, out)
 
 
 def on_absorb(
