@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
-from collector.http import Request, Response
+from collector.http import HttpProtocol, Request, Response
 from collector.routes import Routes
 from collector.sinks.memory import MemorySink
 from schemas.events import Event
@@ -54,3 +58,21 @@ def events(sink: MemorySink, topic: str = RAW) -> list[dict[str, Any]]:
 
 def header(response: Response, name: str) -> list[str]:
     return [v for k, v in response.headers if k.lower() == name.lower()]
+
+
+@contextmanager
+def serving(protocol: Callable[[], HttpProtocol]) -> Iterator[int]:
+    """The collector's HTTP protocol on a real loopback socket, its loop on a thread: the port."""
+    loop = asyncio.new_event_loop()
+    srv = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0))
+    port = srv.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        srv.close()
+        loop.run_until_complete(srv.wait_closed())
+        loop.close()

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from collector.http import HttpProtocol
 from collector.routes import Routes
+from tests.unit.collector.helpers import serving
 
 
 @pytest.fixture
 def server(routes: Routes) -> Iterator[int]:
-    loop = asyncio.new_event_loop()
-    srv = loop.run_until_complete(
-        loop.create_server(lambda: HttpProtocol(routes, 1024, 512), "127.0.0.1", 0)
-    )
-    port = srv.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield port
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    srv.close()
-    loop.run_until_complete(srv.wait_closed())
-    loop.close()
+    with serving(lambda: HttpProtocol(routes, 1024, 512)) as port:
+        yield port
 
 
 def exchange(port: int, payload: bytes) -> bytes:

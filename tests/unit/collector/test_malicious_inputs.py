@@ -14,12 +14,10 @@ Covered elsewhere, not repeated here:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +33,17 @@ from collector.metrics import Metrics
 from collector.routes import PIXEL_GIF, Routes
 from collector.server import build_routes
 from collector.sinks.memory import MemorySink
-from tests.unit.collector.helpers import BOTS, CHROME, DEAD, RAW, events, get, header, post
+from tests.unit.collector.helpers import (
+    BOTS,
+    CHROME,
+    DEAD,
+    RAW,
+    events,
+    get,
+    header,
+    post,
+    serving,
+)
 from trackpipe.settings import Settings
 
 WRITE_KEY = "wk_malicious"
@@ -59,23 +67,9 @@ def settings() -> Settings:
 @pytest.fixture
 def server(routes: Routes, metrics: Metrics, settings: Settings) -> Iterator[int]:
     """The collector's own HTTP server on a real socket, counting into `metrics`."""
-    loop = asyncio.new_event_loop()
-    srv = loop.run_until_complete(
-        loop.create_server(
-            lambda: HttpProtocol(routes, settings.max_body_bytes, settings.max_url_bytes, metrics),
-            "127.0.0.1",
-            0,
-        )
-    )
-    port = srv.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield port
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    srv.close()
-    loop.run_until_complete(srv.wait_closed())
-    loop.close()
+    limits = (settings.max_body_bytes, settings.max_url_bytes)
+    with serving(lambda: HttpProtocol(routes, *limits, metrics)) as port:
+        yield port
 
 
 def exchange(port: int, payload: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
