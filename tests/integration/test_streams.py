@@ -94,11 +94,21 @@ def test_workers_match_the_offline_reference(run: StreamsRun, traffic, workers: 
         assert_interests_match(run, events + closers, expected)
 
 
+def assert_outcome(run: StreamsRun, traffic: tuple, fault: str, started: float) -> None:
+    """Once every event is flushed: nothing late, and identities, sessions and interests equal
+    the fault-free reference; the outcome is recorded for docs/reliability.md."""
+    events, closers, expected = traffic
+    stats = run.wait_flushed(len(events) + len(closers))
+    assert stats["flushed"]["late"] == 0
+    assert_matches_reference(run, expected, fault, started)
+    assert_interests_match(run, events + closers, expected)
+
+
 @pytest.mark.faults
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     run: StreamsRun, traffic
 ) -> None:
-    events, closers, expected = traffic
+    events, closers, _ = traffic
     started = time.monotonic()
     half = len(events) // 2
     run.start("victim")
@@ -108,11 +118,9 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     stop(victim, signal.SIGKILL)
     run.produce(events[half:], closers)
     run.start("successor")
-    stats = run.wait_flushed(len(events) + len(closers))
-    assert stats["flushed"]["late"] == 0
-    fault = "identity + sessions: worker SIGKILL mid-stream, restarted"
-    assert_matches_reference(run, expected, fault, started)
-    assert_interests_match(run, events + closers, expected)
+    assert_outcome(
+        run, traffic, "identity + sessions: worker SIGKILL mid-stream, restarted", started
+    )
 
 
 @pytest.mark.faults
@@ -120,7 +128,7 @@ def test_workers_leaving_and_joining_mid_stream_match_the_reference(
     run: StreamsRun, traffic
 ) -> None:
     """Two rebalances while events flow: a second worker joins, then the first leaves."""
-    events, closers, expected = traffic
+    events, closers, _ = traffic
     started = time.monotonic()
     third = len(events) // 3
     run.start("first")
@@ -131,11 +139,9 @@ def test_workers_leaving_and_joining_mid_stream_match_the_reference(
     first, _ = run.workers.pop("first")
     stop(first, signal.SIGINT)
     run.produce(events[2 * third :], closers)
-    stats = run.wait_flushed(len(events) + len(closers))
-    assert stats["flushed"]["late"] == 0
-    fault = "identity + sessions: a worker joins, then the first leaves"
-    assert_matches_reference(run, expected, fault, started)
-    assert_interests_match(run, events + closers, expected)
+    assert_outcome(
+        run, traffic, "identity + sessions: a worker joins, then the first leaves", started
+    )
 
 
 def test_events_beyond_the_lateness_are_counted_and_published(run: StreamsRun, traffic) -> None:
