@@ -23,7 +23,7 @@ import orjson
 from schemas.signals import Absorb, AttributedBatch, Merge, batch_message, merge_message
 from streams.audiences import Audience, leave_all, reconcile
 from streams.profiles import Profile, SignalsConfig, apply_events, combine, new_profile
-from streams.signal_rows import Output, remember, snapshot
+from streams.signal_rows import Output, remember, signals_of, snapshot
 
 
 @dataclass
@@ -104,7 +104,7 @@ def on_merge(key: str, raw: bytes | None, merge: Merge, cfg: SignalsConfig) -> U
     p["rev"] += 1
     remember(p, changes, [])  # the exits are written again if this merge is redelivered
     out = Output()
-    out.signals.extend(snapshot(p, cfg, changes, []).signals)
+    out.signals.extend(signals_of(p, changes, []))
     return _hand_over(p, survivor, cfg, out)
 
 

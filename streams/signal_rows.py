@@ -151,26 +151,31 @@ def snapshot(
         out.rows["audience_members"].append(membership_row(p, name, entered, exited))
     out.rows["lifecycle_moments"].extend(moment_row(m) for m in moments)
     if not replay:
-        ids = identifiers(p)
-        for c in changes:
-            kind = "audience_enter" if c.entered else "audience_exit"
-            out.signals.append(
-                {
-                    "kind": kind,
-                    "person_id": p["pid"],
-                    "at_ms": c.at_ms,
-                    "audience": c.audience,
-                    "identifiers": ids,
-                }
-            )
-        for m in moments:
-            out.signals.append(
-                {
-                    "kind": "lifecycle",
-                    "person_id": p["pid"],
-                    "at_ms": m.at_ms,
-                    "stage": m.stage,
-                    "previous": m.previous,
-                }
-            )
+        out.signals.extend(signals_of(p, changes, moments))
     return out
+
+
+def signals_of(p: Profile, changes: list[Change], moments: list[Moment]) -> list[dict[str, Any]]:
+    """The records for the signals topic: audience enters/exits and lifecycle moments."""
+    ids = identifiers(p) if changes else {}
+    signals = [
+        {
+            "kind": "audience_enter" if c.entered else "audience_exit",
+            "person_id": p["pid"],
+            "at_ms": c.at_ms,
+            "audience": c.audience,
+            "identifiers": ids,
+        }
+        for c in changes
+    ]
+    signals += [
+        {
+            "kind": "lifecycle",
+            "person_id": p["pid"],
+            "at_ms": m.at_ms,
+            "stage": m.stage,
+            "previous": m.previous,
+        }
+        for m in moments
+    ]
+    return signals
