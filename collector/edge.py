@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -41,30 +42,26 @@ def context_for(settings: Settings, request: Request) -> Context:
     )
 
 
-def _attributes(settings: Settings, max_age: int) -> str:
-    parts = [f"Max-Age={max_age}", "Path=/", f"SameSite={settings.cookie_samesite}", "HttpOnly"]
-    if settings.cookie_domain:
-        parts.append(f"Domain={settings.cookie_domain}")
-    if settings.cookie_secure or settings.cookie_samesite == "None":
+@functools.lru_cache(maxsize=16)
+def _attributes(samesite: str, domain: str, secure: bool, max_age: int) -> str:
+    # Depends on settings only: built once, not for every beacon.
+    parts = [f"Max-Age={max_age}", "Path=/", f"SameSite={samesite}", "HttpOnly"]
+    if domain:
+        parts.append(f"Domain={domain}")
+    if secure or samesite == "None":
         parts.append("Secure")
     return "; ".join(parts)
 
 
 def cookie(settings: Settings, name: str, value: str, max_age: int) -> tuple[str, str]:
-    return ("Set-Cookie", f"{name}={value}; {_attributes(settings, max_age)}")
-
-
-_VISITOR_SUFFIX: dict[int, tuple[Settings, str]] = {}
+    s = settings
+    attributes = _attributes(s.cookie_samesite, s.cookie_domain, s.cookie_secure, max_age)
+    return ("Set-Cookie", f"{name}={value}; {attributes}")
 
 
 def visitor_cookie(settings: Settings, visitor_id: str) -> tuple[str, str]:
-    # Renewed on every hit so the cookie lives as long as the visitor stays active. Its
-    # attributes only depend on the settings: built once per settings object, not per beacon.
-    cached = _VISITOR_SUFFIX.get(id(settings))
-    if cached is None or cached[0] is not settings:
-        suffix = f"; {_attributes(settings, settings.cookie_max_age_s)}"
-        cached = _VISITOR_SUFFIX[id(settings)] = (settings, suffix)
-    return ("Set-Cookie", f"{settings.cookie_name}={visitor_id}{cached[1]}")
+    # Renewed on every hit so the cookie lives as long as the visitor stays active.
+    return cookie(settings, settings.cookie_name, visitor_id, settings.cookie_max_age_s)
 
 
 def json_response(
