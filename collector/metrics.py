@@ -33,14 +33,19 @@ class Metrics:
     def get(self, name: str, **labels: str) -> int:
         return self._counts[(name, tuple(sorted(labels.items())))]
 
-    def observe_produce(self, seconds: float) -> None:
-        # Once per delivered record: count one bucket here, accumulate them at render time.
+    def observe_produce(self, seconds: float, count: int = 1) -> None:
+        # `count` records took about `seconds` (a producer may report a window's shares):
+        # count one bucket here, accumulate them at render time.
         slot = bisect_left(_BUCKETS, seconds)
         with self._lock:
-            self._latency_sum += seconds
-            self._latency_count += 1
+            self._latency_sum += seconds * count
+            self._latency_count += count
             if slot < len(_BUCKETS):
-                self._buckets[slot] += 1
+                self._buckets[slot] += count
+
+    @property
+    def produce_latency_count(self) -> int:
+        return self._latency_count
 
     def render(self) -> bytes:
         lines: list[str] = []

@@ -73,7 +73,11 @@ def make_producer(settings: Settings) -> Producer:
     if settings.collector_producer == "confluent":
         from collector.sinks.confluent import ConfluentProducer
 
-        return ConfluentProducer(settings.kafka_bootstrap, **options)  # type: ignore[arg-type]
+        return ConfluentProducer(
+            settings.kafka_bootstrap,
+            stats_interval_s=settings.collector_stats_interval_s,
+            **options,  # type: ignore[arg-type]
+        )
     from collector.sinks.kafka import KafkaPythonProducer
 
     return KafkaPythonProducer(settings.kafka_bootstrap, **options)  # type: ignore[arg-type]

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     collector_delivery_timeout_s: float = Field(
         10.0, ge=2.0, description="a record not acknowledged by Kafka by then is spooled"
     )
+    collector_stats_interval_s: float = Field(
+        5.0, ge=0.1, description="how often the confluent producer refreshes produce latency"
+    )
     collector_spool_dir: Path = Field(
         Path(".trackpipe-spool"), description="on-disk spool; one subdirectory per process"
     )

@@ -45,28 +45,42 @@ class EventSink(ABC):
         self.flush(timeout)
 
 
-# Called once per record, from the producer's thread: (error or None, topic, key, value,
-# seconds between `produce` and the broker's acknowledgement). On success the record may
-# be left out (empty topic, key and value): only a failed record needs to be spooled.
-DeliveryReport = Callable[[BaseException | None, str, bytes, bytes, float], None]
+# Called from the producer's thread for each record that failed: (error, topic, key, value).
+# Successes are not reported one by one: a report per record made the producer's thread take
+# the interpreter lock once per beacon, which cost the event loop more than the beacon's own
+# work (docs/collector.md, performance). `Producer.pending` counts what is not yet settled.
+FailureReport = Callable[[BaseException, str, bytes, bytes], None]
+# Produce latency, observed by the producer: (seconds from `produce` to acknowledgement, how
+# many records took about that long).
+LatencyObserver = Callable[[float, int], None]
 
 
 class Producer(ABC):
     """A Kafka producer: keyed records, acks=all, idempotent where the broker supports it.
 
-    Every produced record gets exactly one delivery report, success or failure — after
-    the delivery timeout at the latest, or at once when `abandon_queued` drops it.
+    Every produced record is settled exactly once: acknowledged by the broker, or failed and
+    handed to its `on_failure` — by the delivery timeout at the latest, or at once when
+    `abandon_queued` drops it. `pending` counts the records not settled yet, including a
+    failure whose report is still running.
     """
 
     name: str
 
     @abstractmethod
-    def produce(self, topic: str, key: bytes, value: bytes, report: DeliveryReport) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes, on_failure: FailureReport) -> None:
         """Queue a record; raises `ProducerBusyError` when it cannot be queued right now."""
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Records produced and not settled yet (may wait briefly for a report being served)."""
 
     @abstractmethod
     def flush(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for every queued record's delivery report."""
+        """Wait up to `timeout` seconds for every queued record to be settled."""
+
+    def observe_latency(self, observer: LatencyObserver) -> None:  # noqa: B027 - optional
+        """Have produce latencies reported to `observer` (from the producer's thread)."""
 
     def abandon_queued(self) -> None:  # noqa: B027 - optional: not every client can purge
         """Fail records not yet sent to the broker now instead of at their timeout."""

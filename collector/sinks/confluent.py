@@ -1,30 +1,44 @@
 """Kafka delivery with confluent-kafka (librdkafka): acks=all, idempotent where supported.
 
-librdkafka batches and sends on its own threads; delivery reports are served by a
-background thread polling the producer, so the event loop never waits for Kafka.
+librdkafka batches and sends on its own threads. Only failures are reported
+(`delivery.report.only.error`): a report per record would make the delivery thread take the
+interpreter lock once per beacon, and that hand-over cost the event loop more CPU than the
+beacon's own work. Produce latency comes from librdkafka's statistics instead.
 """
 
 from __future__ import annotations
 
 import threading
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as _Producer
 
-from collector.sinks.base import DeliveryReport, Producer, ProducerBusyError
+from collector.sinks.base import FailureReport, LatencyObserver, Producer, ProducerBusyError
+
+# librdkafka's latency windows give these percentiles: each stands for the share of the
+# window's records between it and the one before (the last takes the tail).
+_PERCENTILES = (("p50", 0.50), ("p75", 0.25), ("p90", 0.15), ("p95", 0.05), ("p99", 0.04))
+_TAIL = ("p99_99", 0.01)
 
 
 class ConfluentProducer(Producer):
     name = "confluent"
 
     def __init__(
-        self, bootstrap: str, *, idempotence: bool = True, delivery_timeout_s: float = 10.0
+        self,
+        bootstrap: str,
+        *,
+        idempotence: bool = True,
+        delivery_timeout_s: float = 10.0,
+        stats_interval_s: float = 5.0,
     ) -> None:
         self._producer = _Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "acks": "all",
                 "enable.idempotence": idempotence,
+                "delivery.report.only.error": True,
                 # The HTTP answer never waits for Kafka, so a longer linger costs no beacon latency;
                 # fuller batches cost less CPU here and on the broker.
                 "linger.ms": 20,
@@ -32,39 +46,56 @@ class ConfluentProducer(Producer):
                 "message.timeout.ms": int(delivery_timeout_s * 1000),
                 "queue.buffering.max.messages": 200_000,
                 "queue.buffering.max.kbytes": 256 * 1024,
+                "statistics.interval.ms": max(100, int(stats_interval_s * 1000)),
+                "stats_cb": self._on_stats,
             }
         )
-        # One adapter per report callback: a closure per record would cost on the hot path.
-        self._adapters: dict[DeliveryReport, object] = {}
+        # One adapter per failure callback: a closure per record would cost on the hot path.
+        self._adapters: dict[FailureReport, object] = {}
+        self._observer: LatencyObserver | None = None
+        # Held while reports are served: `pending` never counts a failure out before its
+        # report has run (the delivery sink orders the spool by it).
+        self._serving = threading.Lock()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.1)
+            with self._serving:
+                self._producer.poll(0.05)
 
-    def _adapter(self, report: DeliveryReport) -> object:
-        adapter = self._adapters.get(report)
+    def _adapter(self, on_failure: FailureReport) -> object:
+        adapter = self._adapters.get(on_failure)
         if adapter is None:
             if len(self._adapters) > 64:  # replay batches bring their own: keep it small
                 self._adapters.clear()
 
             def adapter(err: KafkaError | None, msg: Message) -> None:
-                if err is None:  # the record itself is only needed to spool it
-                    report(None, "", b"", b"", msg.latency() or 0.0)
-                else:
-                    exc = KafkaException(err)
-                    report(exc, msg.topic(), msg.key(), msg.value(), msg.latency() or 0.0)
+                if err is not None:  # only failures are reported (see the module's note)
+                    on_failure(KafkaException(err), msg.topic(), msg.key(), msg.value())
 
-            self._adapters[report] = adapter
+            self._adapters[on_failure] = adapter
         return adapter
 
-    def produce(self, topic: str, key: bytes, value: bytes, report: DeliveryReport) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes, on_failure: FailureReport) -> None:
         try:
-            self._producer.produce(topic, value, key, on_delivery=self._adapter(report))
+            self._producer.produce(topic, value, key, on_delivery=self._adapter(on_failure))
         except BufferError as exc:
             raise ProducerBusyError("local queue full") from exc
+
+    @property
+    def pending(self) -> int:
+        with self._serving:
+            return len(self._producer)
+
+    def observe_latency(self, observer: LatencyObserver) -> None:
+        self._observer = observer
+
+    def _on_stats(self, stats_json: str) -> None:
+        if self._observer is not None:
+            for seconds, count in latency_shares(orjson.loads(stats_json)):
+                self._observer(seconds, count)
 
     def flush(self, timeout: float) -> None:
         self._producer.flush(timeout)
@@ -78,3 +109,26 @@ class ConfluentProducer(Producer):
         self._producer.flush(timeout)
         self._closed.set()
         self._poller.join(timeout=1)
+
+
+def latency_shares(stats: dict) -> list[tuple[float, int]]:
+    """(seconds, records) for one statistics window: queue time plus the broker round trip.
+
+    librdkafka reports, per broker and window, percentiles of the time a record waited in
+    the producer (`int_latency`) and of the produce request's round trip (`rtt`), in µs.
+    Their sum at each percentile stands for that share of the window's records.
+    """
+    shares: list[tuple[float, int]] = []
+    for broker in stats.get("brokers", {}).values():
+        queued, rtt = broker.get("int_latency") or {}, broker.get("rtt") or {}
+        records = int(queued.get("cnt", 0))
+        if records <= 0:
+            continue
+        left = records
+        for name, share in (*_PERCENTILES, _TAIL):
+            count = left if name == _TAIL[0] else min(left, round(records * share))
+            left -= count
+            if count:
+                seconds = (queued.get(name, 0) + rtt.get(name, 0)) / 1e6
+                shares.append((seconds, count))
+    return shares

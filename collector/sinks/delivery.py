@@ -4,11 +4,11 @@ Modes, switched under one lock:
   direct    records go straight to the producer (the normal case).
   fenced    a delivery failed or the producer's queue is full. Records still in the
             producer may yet fail; their reports put them in the spool. New records wait
-            in memory until none is left in flight, then join the spool behind them, so
-            each device's order holds across the switch.
+            in memory until the producer has settled every record (`pending` is 0), then
+            join the spool behind them, so each device's order holds across the switch.
   spooling  new records are appended to the spool; a replay thread sends the spool's
-            oldest records in batches, commits a batch once every record in it is
-            acknowledged (a failed batch is sent again: at least once), and switches back
+            oldest records in batches, commits a batch once the producer has settled it
+            with no failure (a failed batch is sent again: at least once), and switches back
             to direct only when the spool is empty — never overtaking spooled records.
 A record the spool cannot take (full) is refused and counted in `events_refused_total`.
 """
@@ -30,22 +30,15 @@ _MODE_CODES = {DIRECT: 0, FENCED: 1, SPOOLING: 2}
 
 
 class _ReplayBatch:
-    """Counts the delivery reports of one replayed batch."""
+    """Counts the failures of one replayed batch."""
 
-    def __init__(self, size: int) -> None:
-        self.waiting = size
+    def __init__(self) -> None:
         self.failed = 0
-        self.done = threading.Event()
         self._lock = threading.Lock()
-        if size == 0:
-            self.done.set()
 
-    def report(self, exc: BaseException | None, *_record: object) -> None:
+    def fail(self, _exc: BaseException, *_record: object) -> None:
         with self._lock:
-            self.waiting -= 1
-            self.failed += exc is not None
-            if self.waiting == 0:
-                self.done.set()
+            self.failed += 1
 
 
 class DeliverySink(EventSink):
@@ -68,15 +61,15 @@ class DeliverySink(EventSink):
         self._lock = threading.RLock()  # kafka-python may report inside produce()
         self._mode = DIRECT if spool.empty else SPOOLING  # a restart resumes the spool
         self._failing = not spool.empty
-        self._in_flight = 0  # direct records produced and not yet reported
         self._held: list[Record] = []
         self._held_bytes = 0
         self._fenced_at = 0.0
-        self._report_direct = self._on_direct  # one bound method: producers cache by it
+        self._on_failure = self._failed  # one bound method: producers cache by it
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._abandon = False
         metrics.set_gauge_source(self._gauges)
+        producer.observe_latency(metrics.observe_produce)
         self._replayer = threading.Thread(
             target=self._replay_loop, name="spool-replay", daemon=True
         )
@@ -88,16 +81,13 @@ class DeliverySink(EventSink):
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         with self._lock:
             if self._mode == DIRECT:
-                self._in_flight += 1
                 try:
-                    self._producer.produce(topic, key, value, self._report_direct)
+                    self._producer.produce(topic, key, value, self._on_failure)
                     return
                 except ProducerBusyError:
-                    self._in_flight -= 1
                     log.warning("producer queue full: spooling")
                     self._fence()
-                except Exception:  # a client bug must not lose the record nor the count
-                    self._in_flight -= 1
+                except Exception:  # a client bug must not lose the record
                     log.exception("producer failed: spooling")
                     self._fence()
             record = (topic, key, value)
@@ -120,32 +110,22 @@ class DeliverySink(EventSink):
         return self._mode
 
     # -- the producer's side ---------------------------------------------------------------
-    def _on_direct(
-        self, exc: BaseException | None, topic: str, key: bytes, value: bytes, latency: float
-    ) -> None:
-        if exc is None:
-            self._metrics.observe_produce(latency)
-        else:
-            self._metrics.inc("delivery_failed_total", topic=topic)
+    def _failed(self, exc: BaseException, topic: str, key: bytes, value: bytes) -> None:
+        self._metrics.inc("delivery_failed_total", topic=topic)
         with self._lock:
-            self._in_flight -= 1
-            if exc is not None:
-                if self._mode == DIRECT:
-                    log.error("delivery to %s failed (%s): spooling", topic, exc)
-                    self._fence()
-                # Older than anything held: it goes first.
-                self._spool_or_refuse([(topic, key, value)])
-            if self._mode == FENCED and self._in_flight == 0:
-                self._unfence()
+            if self._mode == DIRECT:
+                log.error("delivery to %s failed (%s): spooling", topic, exc)
+                self._fence()
+            # Older than anything held: it goes first.
+            self._spool_or_refuse([(topic, key, value)])
 
     def _fence(self) -> None:
+        # The replay thread unfences once the producer has settled every record.
         self._mode = FENCED
         self._fenced_at = time.monotonic()
         self._failing = True
         self._abandon = True  # the replay thread purges the producer's queue
         self._wake.set()
-        if self._in_flight == 0:
-            self._unfence()
 
     def _unfence(self) -> None:
         held, self._held, self._held_bytes = self._held, [], 0
@@ -164,13 +144,14 @@ class DeliverySink(EventSink):
     def _replay_loop(self) -> None:
         backoff = 0.5
         while True:
-            self._wake.wait(timeout=0.5)
+            # Fenced, it watches the producer settle its records; otherwise it is woken.
+            self._wake.wait(timeout=0.02 if self._mode == FENCED else 0.5)
             self._wake.clear()
             self._spool.sync()
             if self._abandon:
                 self._abandon = False
                 self._producer.abandon_queued()
-            self._unfence_if_stuck()
+            self._unfence_when_settled()
             if self._mode == SPOOLING:
                 try:
                     replayed = self._replay_once()
@@ -186,14 +167,22 @@ class DeliverySink(EventSink):
             if self._closing.is_set():
                 return
 
-    def _unfence_if_stuck(self) -> None:
-        # Every record gets its report by the delivery timeout; a client that loses one
-        # must not stall delivery for good. Its late failure would then be spooled behind
-        # newer records (order, not the record, is what is lost).
+    def _unfence_when_settled(self) -> None:
+        if self._mode != FENCED:
+            return
+        # Read outside the lock: a failure report being served holds the producer's side
+        # and waits for ours. Fenced, nothing new reaches the producer, so 0 stays 0.
+        pending = self._producer.pending
         with self._lock:
-            stuck = time.monotonic() - self._fenced_at > 2 * self._delivery_timeout_s
-            if self._mode == FENCED and stuck:
-                log.error("%d records never reported: spooling anyway", self._in_flight)
+            if self._mode != FENCED:
+                return
+            if pending == 0:
+                self._unfence()
+            # Every record is settled by the delivery timeout; a client that loses one must
+            # not stall delivery for good. Its late failure would then be spooled behind
+            # newer records (order, not the record, is what is lost).
+            elif time.monotonic() - self._fenced_at > 2 * self._delivery_timeout_s:
+                log.error("%d records never settled: spooling anyway", pending)
                 self._unfence()
 
     def _replay_once(self) -> bool:
@@ -203,16 +192,21 @@ class DeliverySink(EventSink):
                 if self._spool.empty:  # under the lock: no send can slip in between
                     self._mode, self._failing = DIRECT, False
             return True
-        batch = _ReplayBatch(len(records))
+        batch = _ReplayBatch()
         try:
             for topic, key, value in records:
                 self._produce_patiently(topic, key, value, batch)
         except ProducerBusyError:
             log.warning("spool replay: producer busy")
             return False
-        # Every record gets a report by the delivery timeout; the margin covers the rest.
-        if not batch.done.wait(self._delivery_timeout_s + 5) or batch.failed:
-            log.warning("spool replay failed (%d of %d): retrying", batch.failed, len(records))
+        # Every record is settled by the delivery timeout; the margin covers the rest.
+        self._producer.flush(self._delivery_timeout_s + 5)
+        unsettled = self._producer.pending
+        if unsettled or batch.failed:
+            log.warning(
+                "spool replay failed (%d of %d, %d unsettled): retrying",
+                batch.failed, len(records), unsettled,
+            )  # fmt: skip
             with self._lock:
                 self._failing = True
             return False
@@ -229,7 +223,7 @@ class DeliverySink(EventSink):
         deadline = time.monotonic() + self._delivery_timeout_s
         while True:
             try:
-                return self._producer.produce(topic, key, value, batch.report)
+                return self._producer.produce(topic, key, value, batch.fail)
             except ProducerBusyError:
                 if time.monotonic() > deadline or self._closing.is_set():
                     raise
@@ -270,13 +264,13 @@ class DeliverySink(EventSink):
         if self._mode != DIRECT:  # Kafka is failing: what was never sent goes to the spool now
             self._producer.abandon_queued()
         self._producer.flush(left())
-        if self._in_flight:
+        if self._producer.pending:
             self._producer.abandon_queued()
             self._producer.flush(min(left(), 5.0))
+        lost = self._producer.pending  # outside the lock, as in _unfence_when_settled
         with self._lock:
             if self._mode == FENCED or self._held:
                 self._unfence()
-            lost = self._in_flight
         if lost:
             self._metrics.inc("events_refused_total", lost, topic="unknown")
             log.error("%d records neither delivered nor spooled at shutdown", lost)

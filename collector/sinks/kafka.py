@@ -7,12 +7,13 @@ slower per record than confluent-kafka (see benchmarks/collector.py).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from collector.sinks.base import DeliveryReport, Producer, ProducerBusyError
+from collector.sinks.base import FailureReport, LatencyObserver, Producer, ProducerBusyError
 
 
 class KafkaPythonProducer(Producer):
@@ -34,15 +35,45 @@ class KafkaPythonProducer(Producer):
             # loop that must stay short; the caller spools instead.
             max_block_ms=1000,
         )
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._observer: LatencyObserver | None = None
 
-    def produce(self, topic: str, key: bytes, value: bytes, report: DeliveryReport) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes, on_failure: FailureReport) -> None:
         started = time.perf_counter()
+        with self._lock:
+            self._pending += 1
         try:
             future = self._producer.send(topic, key=key, value=value)
         except KafkaTimeoutError as exc:
+            self._settled()
             raise ProducerBusyError(str(exc)) from exc
-        future.add_callback(_succeeded, report, topic, key, value, started)
-        future.add_errback(_failed, report, topic, key, value, started)
+        future.add_callback(self._succeeded, started)
+        future.add_errback(self._failed, on_failure, topic, key, value)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def observe_latency(self, observer: LatencyObserver) -> None:
+        self._observer = observer
+
+    def _settled(self) -> None:
+        with self._lock:  # produce() runs on the event loop, reports on the client's thread
+            self._pending -= 1
+
+    def _succeeded(self, started: float, _meta: object) -> None:
+        if self._observer is not None:
+            self._observer(time.perf_counter() - started, 1)
+        self._settled()
+
+    def _failed(
+        self, on_failure: FailureReport, topic: str, key: bytes, value: bytes, exc: BaseException
+    ) -> None:
+        try:
+            on_failure(exc, topic, key, value)
+        finally:  # settled only once its report has run: the sink orders the spool by it
+            self._settled()
 
     def flush(self, timeout: float) -> None:
         with contextlib.suppress(KafkaTimeoutError):
@@ -50,20 +81,3 @@ class KafkaPythonProducer(Producer):
 
     def close(self, timeout: float) -> None:
         self._producer.close(timeout=timeout)
-
-
-def _succeeded(
-    report: DeliveryReport, topic: str, key: bytes, value: bytes, started: float, _meta: object
-) -> None:
-    report(None, topic, key, value, time.perf_counter() - started)
-
-
-def _failed(
-    report: DeliveryReport,
-    topic: str,
-    key: bytes,
-    value: bytes,
-    started: float,
-    exc: BaseException,
-) -> None:
-    report(exc, topic, key, value, time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def test_every_record_is_delivered_in_order_per_key(
         topic_raw=f"k-{uid}",
         topic_dead=f"kd-{uid}",
         collector_producer=producer,
+        collector_stats_interval_s=0.2,
     )
     ensure_topics(settings)
     metrics = Metrics()
@@ -34,6 +36,10 @@ def test_every_record_is_delivered_in_order_per_key(
         sink.send(settings.topic_raw, f"device-{i % 7}".encode(), str(i).encode())
     sink.flush(30)
     assert sink.mode == DIRECT and sink.healthy
+    # kafka-python times each record; librdkafka reports its statistics every 0.2 s here.
+    deadline = time.monotonic() + 10
+    while metrics.produce_latency_count < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
     sink.close(timeout=30)
     records = read_all(kafka_bootstrap, settings.topic_raw)
     assert sorted(int(v) for _, v in records) == list(range(2000))

@@ -67,3 +67,51 @@ def test_produce_latency_histogram_is_cumulative() -> None:
     assert 'trackpipe_produce_latency_seconds_bucket{le="0.025"} 5' in text
     assert 'trackpipe_produce_latency_seconds_bucket{le="10.0"} 6' in text
     assert 'trackpipe_produce_latency_seconds_bucket{le="+Inf"} 7' in text
+
+
+def test_librdkafka_latency_windows_become_shares_of_their_records() -> None:
+    from collector.sinks.confluent import latency_shares
+
+    window = {"cnt": 1000, "p50": 8000, "p75": 9000, "p90": 12000, "p95": 15000}
+    window |= {"p99": 30000, "p99_99": 90000}
+    rtt = {"cnt": 40, "p50": 1000, "p75": 1000, "p90": 2000, "p95": 2000, "p99": 5000}
+    rtt |= {"p99_99": 10000}
+    stats = {
+        "brokers": {
+            "127.0.0.1:9092/1": {"int_latency": window, "rtt": rtt},
+            "127.0.0.1:9092/bootstrap": {"int_latency": {"cnt": 0}, "rtt": {"cnt": 0}},
+        }
+    }
+    shares = latency_shares(stats)
+    assert sum(count for _, count in shares) == 1000  # every record of the window, once
+    assert shares[0] == (0.009, 500)  # half the records: queue p50 + round trip p50
+    assert shares[-1] == (0.1, 10)  # the tail: p99.99 of both
+    assert latency_shares({}) == []
+
+
+def test_event_ids_are_32_hex_digits_and_do_not_repeat() -> None:
+    from collector.service import new_event_id
+
+    ids = [new_event_id() for _ in range(20_000)]  # several refills of the random buffer
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_collector_process_draws_its_own_event_ids() -> None:
+    import os
+
+    from collector.service import new_event_id
+
+    new_event_id()  # the parent holds a pool of ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the supervisor's workers are forked like this
+        os.write(write, "".join(new_event_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1024).decode()
+    parent = "".join(new_event_id() for _ in range(8))
+    assert {child[i : i + 32] for i in range(0, 256, 32)}.isdisjoint(
+        {parent[i : i + 32] for i in range(0, 256, 32)}
+    )
