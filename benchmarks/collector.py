@@ -68,11 +68,17 @@ http {{
 
 
 def load(port: int, seconds: float, connections: int) -> tuple[int, float]:
-    """Closed-loop load on `PATH`: (successful requests, seconds)."""
+    """Closed-loop load: (successful requests, seconds).
+
+    With wrk, the beacons vary as a site's do (benchmarks/beacons.lua: pages, referrers,
+    visitors, user ids); the asyncio generator sends `PATH` only.
+    """
     if shutil.which("wrk"):
         args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+        args += ["-s", str(Path(__file__).with_name("beacons.lua"))]
         for key, value in HEADERS.items():
-            args += ["-H", f"{key}: {value}"]
+            if key != "Cookie":  # one visitor cookie per beacon, from the script
+                args += ["-H", f"{key}: {value}"]
         started = time.monotonic()
         out = subprocess.run(
             [*args, f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, check=True

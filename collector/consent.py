@@ -52,8 +52,19 @@ class ConsentPolicy:
         self._required = settings.consent_required
         self._missing: Action = settings.consent_missing
         self._browser = (("gpc", settings.gpc_policy), ("dnt", settings.dnt_policy))
+        self._decided: dict[tuple[Signals, tuple[str, ...] | None], Decision] = {}
 
     def decide(self, signals: Signals, granted: Iterable[str] | None) -> Decision:
+        # Few combinations exist in practice: each is decided once.
+        key = (signals, None if granted is None else tuple(granted))
+        decision = self._decided.get(key)
+        if decision is None:
+            if len(self._decided) >= 1024:  # a client inventing categories: stay bounded
+                self._decided.clear()
+            decision = self._decided[key] = self._decide(signals, granted)
+        return decision
+
+    def _decide(self, signals: Signals, granted: Iterable[str] | None) -> Decision:
         if signals.opted_out:
             return Decision("drop", (), "opt_out")
         categories = set(self._default if granted is None else granted)

@@ -133,6 +133,7 @@ _SOCIAL_SOURCES = frozenset(
 _WEBMAIL = frozenset({"mail.google.com", "outlook.live.com", "outlook.office.com"})
 
 
+@lru_cache(maxsize=8192)  # the same landing pages and referrers come again and again
 def channel(url: str, referrer: str, campaign: Campaign, source: str = "") -> str:
     """The marketing channel of an event; rules in docs/collector.md, first match wins."""
     medium, utm_source = campaign.medium.lower(), campaign.source.lower()

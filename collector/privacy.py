@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -11,6 +12,7 @@ PII_PARAMS = frozenset({"em", "email"})
 _REDACT = re.compile(r"(?i)(^|&)(em|email)=[^&]*")
 
 
+@functools.lru_cache(maxsize=8192)  # a visitor's beacons come from the same address
 def anonymize_ip(ip: str) -> str:
     """Zero the host part: last octet of IPv4, all but the /48 of IPv6 (as Google Analytics)."""
     octets = ip.split(".")
