@@ -106,15 +106,19 @@ class Sessionizer:
         """Insert an event; False when its event id is already in that session."""
         sessions = self.open.setdefault(owner, [])
         ts = event[TS]
+        if sessions and self._extends_last(sessions[-1], event):
+            # The common case: in order, within the gap of the newest session. No new heap
+            # entry: the owner already has one, and a session that grows only closes later
+            # (the entry goes stale and is re-queued when it comes up).
+            sessions[-1].events.append(event)
+            self.dirty.add(owner)
+            return True
         near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
         if any(_holds(s, event) for s in near):
             return False
         last = near[0].events[-1] if len(near) == 1 else None
         if last is not None and (ts, event[EID]) > (last[TS], last[EID]):
-            # The common case: in order, one session. No new heap entry: the owner already
-            # has one, and a session that grows only closes later (the entry goes stale and
-            # is re-queued when it comes up).
-            near[0].events.append(event)
+            near[0].events.append(event)  # in order, at the end of an older session
             self.dirty.add(owner)
             return True
         elif not near:  # a new session of its own
@@ -130,6 +134,19 @@ class Sessionizer:
         heapq.heappush(self._closing, (merged.end + self.gap, owner))
         self.dirty.add(owner)
         return True
+
+    def _extends_last(self, session: Session, event: list[Any]) -> bool:
+        """True if `event` sorts after the session's last event and is within the gap.
+
+        An owner's sessions are at least a gap apart (every insert or merge re-splits on
+        it), so no other session can be near such an event, and it cannot be a duplicate:
+        the session's ids are unique and every event at its time sorts before it.
+        """
+        last = session.events[-1]
+        ts, last_ts = event[TS], last[TS]
+        if ts == last_ts:
+            return event[EID] > last[EID]
+        return last_ts < ts < last_ts + self.gap
 
     def absorb(self, loser: str, survivor: str) -> None:
         """Give the survivor the loser's open sessions, joined where they are within the gap."""
@@ -185,31 +202,37 @@ class Sessionizer:
 def summary(session: Session) -> dict[str, Any]:
     """The analyst's view of a session (without owner, state or version columns)."""
     events = session.events
-    devices: list[str] = []
-    types: list[str] = []
     path: list[str] = []
-    for e in events:
-        if e[DEVICE] not in devices:
-            devices.append(e[DEVICE])
-        if e[DEVICE_TYPE] and e[DEVICE_TYPE] not in types:
-            types.append(e[DEVICE_TYPE])
-        if not path or path[-1] != e[DEVICE]:
-            path.append(e[DEVICE])
-    pages = [e[URL] for e in events if e[URL]]
+    views = converted = 0
+    entry = exit_ = ""
+    for e in events:  # one pass: this runs for every changed session at every flush
+        device = e[DEVICE]
+        if not path or path[-1] != device:
+            path.append(device)
+        kind = e[KIND]
+        if kind in VIEWS:
+            views += 1
+        elif kind in CONVERSIONS:
+            converted = 1
+        if e[URL]:
+            exit_ = e[URL]
+            entry = entry or exit_
+    first = events[0]
     return {
         "session_id": session.session_id,
-        "started_ms": session.start,
-        "ended_ms": session.end,
+        "started_ms": first[TS],
+        "ended_ms": events[-1][TS],
         "events": len(events),
-        "views": sum(1 for e in events if e[KIND] in VIEWS),
-        "devices": devices,
-        "device_types": types,
+        "views": views,
+        # dict.fromkeys keeps the order of first appearance
+        "devices": list(dict.fromkeys(path)),
+        "device_types": list(dict.fromkeys(e[DEVICE_TYPE] for e in events if e[DEVICE_TYPE])),
         "device_path": path,
         "switches": len(path) - 1,
-        "channel": events[0][CHANNEL],
-        "source": events[0][SOURCE],
-        "entry_page": pages[0] if pages else "",
-        "exit_page": pages[-1] if pages else "",
-        "converted": int(any(e[KIND] in CONVERSIONS for e in events)),
+        "channel": first[CHANNEL],
+        "source": first[SOURCE],
+        "entry_page": entry,
+        "exit_page": exit_,
+        "converted": converted,
         "revenue": round(sum(e[REVENUE] for e in events), 2),
     }
