@@ -16,6 +16,7 @@ Rules (docs/streams.md "Identity"):
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import re
 import uuid
@@ -57,8 +58,21 @@ def identifier_type(key: str) -> str:
     return key.split(":", 1)[0]
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+# uuid5 sets the variant bits (10xx) in the first hex digit of the fourth group.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid5_text(name: str) -> str:
+    """`str(uuid.uuid5(NAMESPACE, name))` without the UUID object, which costs most of the
+    time: it runs for every new identifier and every new session."""
+    # SHA-1 because uuid5 is defined with it (a name, not a secret).
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
 def person_id_for(key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, key))
+    return uuid5_text(key)
 
 
 @dataclass

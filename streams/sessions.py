@@ -12,12 +12,11 @@ A session is closed once the watermark (already lowered by the allowed lateness)
 from __future__ import annotations
 
 import heapq
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.identity import NAMESPACE
+from streams.identity import uuid5_text
 
 # Compact event: [ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue]
 TS, EID, DEVICE, DEVICE_TYPE, KIND, URL, CHANNEL, SOURCE, REVENUE = range(9)
@@ -51,7 +50,7 @@ class Session:
         first = self.events[0][EID]
         cached = _IDS.get(first)
         if cached is None:
-            cached = _IDS[first] = str(uuid.uuid5(NAMESPACE, "session:" + first))
+            cached = _IDS[first] = uuid5_text("session:" + first)
             if len(_IDS) > 100_000:  # a cache, not state: bounded
                 _IDS.clear()
         return cached
