@@ -293,21 +293,29 @@ class Engine:
             )
 
     # ---- output -------------------------------------------------------------------------
-    def _rows(self, session: Session, final: bool) -> list[dict[str, Any]]:
-        row = summary(session) | {"is_final": int(final), "superseded_by": ""}
+    @staticmethod
+    def _rows(session: Session, final: bool, owner_column: str, owner: str) -> list[dict]:
+        """The session's row, then a tombstone for each id it had before.
+
+        Each row is one dict built once: rows are nearly as many as events.
+        """
+        row = summary(session)
+        row["is_final"] = int(final)
+        row["superseded_by"] = ""
+        row[owner_column] = owner
+        sid = row["session_id"]
         rows = [row]
         for old in session.emitted:
-            if old != row["session_id"]:
-                rows.append(row | {"session_id": old, "superseded_by": row["session_id"]})
-        session.emitted = [row["session_id"]]
+            if old != sid:
+                rows.append({**row, "session_id": old, "superseded_by": sid})
+        session.emitted = [sid]
         return rows
 
     def _emit_person(self, pid: str, session: Session, final: bool) -> None:
-        self._out.sessions.extend(r | {"person_id": pid} for r in self._rows(session, final))
+        self._out.sessions += self._rows(session, final, "person_id", pid)
 
     def _emit_device(self, device: str, session: Session, final: bool) -> None:
-        rows = self._rows(session, final)
-        self._out.device_sessions.extend(r | {"device_id": device} for r in rows)
+        self._out.device_sessions += self._rows(session, final, "device_id", device)
 
     def flush(self, version: int) -> Output:
         """Everything changed since the last flush; `version` orders the rows (higher wins)."""
