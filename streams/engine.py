@@ -309,6 +309,7 @@ class Engine:
             if old != sid:
                 rows.append({**row, "session_id": old, "superseded_by": sid})
         session.emitted = [sid]
+        session.changed = False
         return rows
 
     def _emit_person(self, pid: str, session: Session, final: bool) -> None:
@@ -324,14 +325,16 @@ class Engine:
         dirty |= self.people.dirty
         for pid in dirty:
             for session in self.people.open.get(pid, []):
-                self._emit_person(pid, session, final=False)
+                if session.changed:  # an unchanged session's last row still holds
+                    self._emit_person(pid, session, final=False)
             record = self.graph.record(pid)
             if record is not None:
                 record["s"] = self.people.record(pid)
             out.state[f"p:{pid}"] = record
         for device in self.devices.dirty:
             for session in self.devices.open.get(device, []):
-                self._emit_device(device, session, final=False)
+                if session.changed:
+                    self._emit_device(device, session, final=False)
             out.state[f"d:{device}"] = self.devices.record(device)
         self.people.dirty, self.devices.dirty = set(), set()
         for key in changed:

@@ -36,6 +36,9 @@ class Session:
     # session *had* depends only on the input, so a successor supersedes them all.
     emitted: list[str] = field(default_factory=list)
     known: bool = field(default=True, repr=False)  # False: a lone new event being inserted
+    # Changed since its last row: a flush writes rows only for these (a new or loaded
+    # session counts as changed). Not state: a restored session is written again.
+    changed: bool = field(default=True, repr=False)
 
     @property
     def start(self) -> int:
@@ -109,7 +112,9 @@ class Sessionizer:
             # The common case: in order, within the gap of the newest session. No new heap
             # entry: the owner already has one, and a session that grows only closes later
             # (the entry goes stale and is re-queued when it comes up).
-            sessions[-1].events.append(event)
+            newest = sessions[-1]
+            newest.events.append(event)
+            newest.changed = True
             self.dirty.add(owner)
             return True
         near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
@@ -118,6 +123,7 @@ class Sessionizer:
         last = near[0].events[-1] if len(near) == 1 else None
         if last is not None and (ts, event[EID]) > (last[TS], last[EID]):
             near[0].events.append(event)  # in order, at the end of an older session
+            near[0].changed = True
             self.dirty.add(owner)
             return True
         elif not near:  # a new session of its own
