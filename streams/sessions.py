@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from streams.identity import uuid5_text
@@ -25,6 +26,7 @@ CONVERSIONS = frozenset({"purchase", "order_completed"})
 
 
 _IDS: dict[str, str] = {}
+_REVENUE = itemgetter(REVENUE)
 
 
 @dataclass(eq=False)  # identity, not value, equality: sessions are mutable state
@@ -39,6 +41,7 @@ class Session:
     # Changed since its last row: a flush writes rows only for these (a new or loaded
     # session counts as changed). Not state: a restored session is written again.
     changed: bool = field(default=True, repr=False)
+    tally: _Tally | None = field(default=None, repr=False)  # for `summary`, not state
 
     @property
     def start(self) -> int:
@@ -204,40 +207,81 @@ class Sessionizer:
         heapq.heappush(self._closing, (self.open[owner][0].end + self.gap, owner))
 
 
+class _Tally:
+    """A session's summary columns that take a pass over its events, folded in one event at
+    a time. Events only ever join a session at its end (anything else builds new sessions),
+    so a session written at many flushes folds each event once, not once per flush."""
+
+    __slots__ = (
+        "converted",
+        "devices",
+        "entry",
+        "exit",
+        "folded",
+        "last",
+        "path",
+        "types",
+        "views",
+    )
+
+    def __init__(self) -> None:
+        self.folded = 0  # events[:folded] are in
+        self.last: Any = None  # events[folded - 1]: tells that the list only grew
+        self.path: list[str] = []
+        self.devices: dict[str, None] = {}  # ordered by first appearance
+        self.types: dict[str, None] = {}
+        self.views = self.converted = 0
+        self.entry = self.exit = ""  # the first and the last non-empty url
+
+    def fold(self, events: list[Any]) -> None:
+        for e in events[self.folded :]:
+            device = e[DEVICE]
+            if not self.path or self.path[-1] != device:
+                self.path.append(device)
+                self.devices[device] = None
+            if e[DEVICE_TYPE]:
+                self.types[e[DEVICE_TYPE]] = None
+            if e[KIND] in VIEWS:
+                self.views += 1
+            elif e[KIND] in CONVERSIONS:
+                self.converted = 1
+            if e[URL]:
+                self.exit = e[URL]
+                self.entry = self.entry or self.exit
+        self.folded = len(events)
+        self.last = events[-1]
+
+
+def _tally(session: Session) -> _Tally:
+    events, tally = session.events, session.tally
+    if tally is None or tally.folded > len(events) or events[tally.folded - 1] is not tally.last:
+        tally = session.tally = _Tally()
+    tally.fold(events)
+    return tally
+
+
 def summary(session: Session) -> dict[str, Any]:
     """The analyst's view of a session (without owner, state or version columns)."""
     events = session.events
-    path: list[str] = []
-    views = converted = 0
-    entry = exit_ = ""
-    for e in events:  # one pass: this runs for every changed session at every flush
-        device = e[DEVICE]
-        if not path or path[-1] != device:
-            path.append(device)
-        kind = e[KIND]
-        if kind in VIEWS:
-            views += 1
-        elif kind in CONVERSIONS:
-            converted = 1
-        if e[URL]:
-            exit_ = e[URL]
-            entry = entry or exit_
+    tally = _tally(session)
     first = events[0]
     return {
         "session_id": session.session_id,
         "started_ms": first[TS],
         "ended_ms": events[-1][TS],
         "events": len(events),
-        "views": views,
-        # dict.fromkeys keeps the order of first appearance
-        "devices": list(dict.fromkeys(path)),
-        "device_types": list(dict.fromkeys(e[DEVICE_TYPE] for e in events if e[DEVICE_TYPE])),
-        "device_path": path,
-        "switches": len(path) - 1,
+        "views": tally.views,
+        # Copies: the row lives on (until written) while the tally keeps folding.
+        "devices": list(tally.devices),
+        "device_types": list(tally.types),
+        "device_path": tally.path.copy(),
+        "switches": len(tally.path) - 1,
         "channel": first[CHANNEL],
         "source": first[SOURCE],
-        "entry_page": entry,
-        "exit_page": exit_,
-        "converted": converted,
-        "revenue": round(sum(e[REVENUE] for e in events), 2),
+        "entry_page": tally.entry,
+        "exit_page": tally.exit,
+        "converted": tally.converted,
+        # Summed whole, in order, like the built-in always did: sum's float rounding
+        # differs between Python versions, so a running total could differ from it.
+        "revenue": round(sum(map(_REVENUE, events)), 2),
     }
