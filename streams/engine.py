@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from streams.identity import IdentityGraph, Merge, Refusal, identifier_type, is_junk
@@ -50,6 +51,10 @@ from streams.sessions import DEVICE, Session, Sessionizer, summary
 
 NO_WATERMARK = -(2**62)
 DEVICE_TYPES = ("cookie", "app")
+# An event's identifiers: the device's type by its kind, then user, e-mail, advertising id.
+_APP_KEYS = ("app:", "user:", "email:", "adid:")
+_COOKIE_KEYS = ("cookie:", "user:", "email:", "adid:")
+_ID_VALUES = itemgetter(DEVICE_ID, USER_ID, EMAIL, ADID)
 
 
 def _mentions(change: dict[str, Any], pids: set[str], keys: set[str]) -> bool:
@@ -140,18 +145,14 @@ class Engine:
 
     # ---- input --------------------------------------------------------------------------
     def identifiers(self, ev: list[Any]) -> list[str]:
-        kind = "app" if ev[DEVICE_KIND] == "app" else "cookie"
+        owner, blocklist = self.graph.owner, self.blocklist
         keys = []
-        for prefix, value in (
-            (kind, ev[DEVICE_ID]),
-            ("user", ev[USER_ID]),
-            ("email", ev[EMAIL]),
-            ("adid", ev[ADID]),
-        ):
+        prefixes = _APP_KEYS if ev[DEVICE_KIND] == "app" else _COOKIE_KEYS
+        for prefix, value in zip(prefixes, _ID_VALUES(ev), strict=True):
             if value:
-                key = f"{prefix}:{value}"
+                key = f"{prefix}{value}"
                 # A known identifier passed the junk check when it was first seen.
-                if key in self.graph.owner or not is_junk(value, self.blocklist):
+                if key in owner or not is_junk(value, blocklist):
                     keys.append(key)
         return keys
 
@@ -195,12 +196,14 @@ class Engine:
         if not keys:
             self.counters.unattributed += 1
             return
-        pids = [self.graph.observe(k, ts) for k in keys]
-        for other in keys[1:]:
-            self.graph.propose(keys[0], other, ts)
-        self.people.add(pids[0], compact)
+        graph, first = self.graph, keys[0]
+        pid = graph.observe(first, ts)
+        for other in keys[1:]:  # a link only reads its two identifiers' owners
+            graph.observe(other, ts)
+            graph.propose(first, other, ts)
+        self.people.add(pid, compact)
         if self.attribute:
-            self._out.attributed.setdefault(pids[0], []).append(attributed(ev))
+            self._out.attributed.setdefault(pid, []).append(attributed(ev))
 
     # ---- erasure ------------------------------------------------------------------------
     def erase(self, keys: Iterable[str]) -> list[str]:

@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -80,8 +81,9 @@ class Person:
     best: str  # the identifier the person_id derives from
     members: dict[str, list[int]] = field(default_factory=dict)  # key → [first_ms, last_ms]
 
-    def count(self, kind: str) -> int:
-        return sum(1 for k in self.members if identifier_type(k) == kind)
+    def counts(self) -> Counter[str]:
+        """Identifiers per type, in one pass (a merge checks every limit)."""
+        return Counter(k.partition(":")[0] for k in self.members)
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,9 @@ class IdentityGraph:
         if pa == pb:
             return None
         left, right = self.persons[pa], self.persons[pb]
+        together = left.counts() + right.counts()
         for kind, limit in self.limits.items():
-            if left.count(kind) + right.count(kind) > limit:
+            if together[kind] > limit:
                 return Refusal(ts, a, b, f"{kind} limit {limit}")
         if self._order(right.best) < self._order(left.best):
             pa, pb, left, right = pb, pa, right, left

@@ -109,17 +109,25 @@ class Sessionizer:
 
     def add(self, owner: str, event: list[Any]) -> bool:
         """Insert an event; False when its event id is already in that session."""
-        sessions = self.open.setdefault(owner, [])
-        ts = event[TS]
-        if sessions and self._extends_last(sessions[-1], event):
+        sessions = self.open.get(owner)
+        if not sessions:  # the owner's only open session
+            self.open[owner] = [Session([event])]
+            heapq.heappush(self._closing, (event[TS] + self.gap, owner))
+        elif self._extends_last(sessions[-1], event):
             # The common case: in order, within the gap of the newest session. No new heap
             # entry: the owner already has one, and a session that grows only closes later
             # (the entry goes stale and is re-queued when it comes up).
             newest = sessions[-1]
             newest.events.append(event)
             newest.changed = True
-            self.dirty.add(owner)
-            return True
+        elif not self._insert(owner, sessions, event):
+            return False
+        self.dirty.add(owner)
+        return True
+
+    def _insert(self, owner: str, sessions: list[Session], event: list[Any]) -> bool:
+        """The general case of `add` (out of order, or into an older session)."""
+        ts = event[TS]
         near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
         if any(_holds(s, event) for s in near):
             return False
@@ -127,7 +135,6 @@ class Sessionizer:
         if last is not None and (ts, event[EID]) > (last[TS], last[EID]):
             near[0].events.append(event)  # in order, at the end of an older session
             near[0].changed = True
-            self.dirty.add(owner)
             return True
         elif not near:  # a new session of its own
             merged = Session([event])
@@ -140,7 +147,6 @@ class Sessionizer:
             [merged] = _coalesce([*near, Session([event], known=False)], self.gap)
             sessions[:] = sorted([*rest, merged], key=lambda s: s.start)
         heapq.heappush(self._closing, (merged.end + self.gap, owner))
-        self.dirty.add(owner)
         return True
 
     def _extends_last(self, session: Session, event: list[Any]) -> bool:
