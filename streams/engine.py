@@ -55,6 +55,11 @@ DEVICE_TYPES = ("cookie", "app")
 _APP_KEYS = ("app:", "user:", "email:", "adid:")
 _COOKIE_KEYS = ("cookie:", "user:", "email:", "adid:")
 _ID_VALUES = itemgetter(DEVICE_ID, USER_ID, EMAIL, ADID)
+# What the sessionizers keep of an event (streams/sessions.py), as a tuple: open sessions
+# hold many events, and tuples of plain values are left alone by the garbage collector.
+_SESSION_FIELDS = itemgetter(
+    TS_MS, EVENT_ID, DEVICE_ID, DEVICE_TYPE, EVENT_TYPE, URL, CHANNEL, SOURCE, REVENUE
+)
 
 
 def _mentions(change: dict[str, Any], pids: set[str], keys: set[str]) -> bool:
@@ -180,17 +185,7 @@ class Engine:
             self._out.late.append(ev)
             return
         self.counters.events += 1
-        compact = [
-            ts,
-            ev[EVENT_ID],
-            ev[DEVICE_ID],
-            ev[DEVICE_TYPE],
-            ev[EVENT_TYPE],
-            ev[URL],
-            ev[CHANNEL],
-            ev[SOURCE],
-            ev[REVENUE],
-        ]
+        compact = _SESSION_FIELDS(ev)
         self.devices.add(ev[DEVICE_ID], compact)
         keys = self.identifiers(ev)
         if not keys:

@@ -12,26 +12,28 @@ A session is closed once the watermark (already lowered by the allowed lateness)
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
 from streams.identity import uuid5_text
 
-# Compact event: [ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue]
+# Compact event: (ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue)
+# A tuple in memory, an array in state records.
 TS, EID, DEVICE, DEVICE_TYPE, KIND, URL, CHANNEL, SOURCE, REVENUE = range(9)
 VIEWS = frozenset({"page_view", "screen_view"})
 CONVERSIONS = frozenset({"purchase", "order_completed"})
 
 
+Event = Sequence[Any]
 _IDS: dict[str, str] = {}
 _REVENUE = itemgetter(REVENUE)
 
 
 @dataclass(eq=False)  # identity, not value, equality: sessions are mutable state
 class Session:
-    events: list[list[Any]]  # sorted by (ts, event_id), unique event ids
+    events: list[Event]  # sorted by (ts, event_id), unique event ids
     # Ids this session had before (its first event changed) and may have been written under,
     # by this worker or by one that died before its state was saved: the next rows
     # supersede them. Which ids were *written* depends on flush timing; which ids the
@@ -62,7 +64,7 @@ class Session:
         return cached
 
 
-def _holds(session: Session, event: list[Any]) -> bool:
+def _holds(session: Session, event: Event) -> bool:
     # A duplicate has the same time: scan only the tail at or after it.
     for e in reversed(session.events):
         if e[TS] < event[TS]:
@@ -79,7 +81,7 @@ def _coalesce(sessions: Iterable[Session], gap: int) -> list[Session]:
     that absorbed it knows which rows it supersedes.
     """
     inputs = list(sessions)
-    events: dict[str, list[Any]] = {}
+    events: dict[str, Event] = {}
     for s in inputs:
         for e in s.events:
             events.setdefault(e[EID], e)
@@ -107,7 +109,7 @@ class Sessionizer:
         self._closing: list[tuple[int, str]] = []
         self.dirty: set[str] = set()
 
-    def add(self, owner: str, event: list[Any]) -> bool:
+    def add(self, owner: str, event: Event) -> bool:
         """Insert an event; False when its event id is already in that session."""
         sessions = self.open.get(owner)
         if not sessions:  # the owner's only open session
@@ -125,7 +127,7 @@ class Sessionizer:
         self.dirty.add(owner)
         return True
 
-    def _insert(self, owner: str, sessions: list[Session], event: list[Any]) -> bool:
+    def _insert(self, owner: str, sessions: list[Session], event: Event) -> bool:
         """The general case of `add` (out of order, or into an older session)."""
         ts = event[TS]
         near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
@@ -149,7 +151,7 @@ class Sessionizer:
         heapq.heappush(self._closing, (merged.end + self.gap, owner))
         return True
 
-    def _extends_last(self, session: Session, event: list[Any]) -> bool:
+    def _extends_last(self, session: Session, event: Event) -> bool:
         """True if `event` sorts after the session's last event and is within the gap.
 
         An owner's sessions are at least a gap apart (every insert or merge re-splits on
@@ -209,7 +211,9 @@ class Sessionizer:
         if not record:
             self.open.pop(owner, None)
             return
-        self.open[owner] = [Session(events, emitted) for events, emitted in record]
+        self.open[owner] = [
+            Session([tuple(e) for e in events], emitted) for events, emitted in record
+        ]
         heapq.heappush(self._closing, (self.open[owner][0].end + self.gap, owner))
 
 
@@ -239,7 +243,7 @@ class _Tally:
         self.views = self.converted = 0
         self.entry = self.exit = ""  # the first and the last non-empty url
 
-    def fold(self, events: list[Any]) -> None:
+    def fold(self, events: list[Event]) -> None:
         for e in events[self.folded :]:
             device = e[DEVICE]
             if not self.path or self.path[-1] != device:
