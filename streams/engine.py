@@ -51,10 +51,8 @@ from streams.sessions import DEVICE, Session, Sessionizer, summary
 
 NO_WATERMARK = -(2**62)
 DEVICE_TYPES = ("cookie", "app")
-# An event's identifiers: the device's type by its kind, then user, e-mail, advertising id.
-_APP_KEYS = ("app:", "user:", "email:", "adid:")
-_COOKIE_KEYS = ("cookie:", "user:", "email:", "adid:")
-_ID_VALUES = itemgetter(DEVICE_ID, USER_ID, EMAIL, ADID)
+# An event's identifiers besides its device's (`cookie:` or `app:` by its kind).
+_OTHER_IDS = (("user:", USER_ID), ("email:", EMAIL), ("adid:", ADID))
 # What the sessionizers keep of an event (streams/sessions.py), as a tuple: open sessions
 # hold many events, and tuples of plain values are left alone by the garbage collector.
 _SESSION_FIELDS = itemgetter(
@@ -150,15 +148,22 @@ class Engine:
 
     # ---- input --------------------------------------------------------------------------
     def identifiers(self, ev: list[Any]) -> list[str]:
+        # Inline, not a helper per identifier: this runs for every event.
         owner, blocklist = self.graph.owner, self.blocklist
-        keys = []
-        prefixes = _APP_KEYS if ev[DEVICE_KIND] == "app" else _COOKIE_KEYS
-        for prefix, value in zip(prefixes, _ID_VALUES(ev), strict=True):
-            if value:
-                key = f"{prefix}{value}"
-                # A known identifier passed the junk check when it was first seen.
-                if key in owner or not is_junk(value, blocklist):
-                    keys.append(key)
+        keys: list[str] = []
+        value = ev[DEVICE_ID]
+        if value:
+            key = f"app:{value}" if ev[DEVICE_KIND] == "app" else f"cookie:{value}"
+            # A known identifier passed the junk check when it was first seen.
+            if key in owner or not is_junk(value, blocklist):
+                keys.append(key)
+        if ev[USER_ID] or ev[EMAIL] or ev[ADID]:  # most events carry only the device's id
+            for prefix, field_ in _OTHER_IDS:
+                value = ev[field_]
+                if value:
+                    key = f"{prefix}{value}"
+                    if key in owner or not is_junk(value, blocklist):
+                        keys.append(key)
         return keys
 
     def apply(self, partition: int, events: Iterable[list[Any]], last: int = -1) -> None:
