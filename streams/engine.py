@@ -325,41 +325,57 @@ class Engine:
         """Everything changed since the last flush; `version` orders the rows (higher wins)."""
         out = self._out  # the _emit_* helpers below still append to it
         changed, dirty = self.graph.drain()
-        dirty |= self.people.dirty
+        dirty |= self.people.dirty  # in place: the order rows come in stays as it was
+        self._flush_people(dirty)
+        self._flush_devices()
+        for rows in (out.sessions, out.device_sessions):
+            for row in rows:
+                row["version"] = version
+        out.identities += self._identity_rows(changed, version)
+        self.version = version
+        out.state["meta"] = self.meta()
+        self._out = Output()
+        return out
+
+    def _flush_people(self, dirty: set[str]) -> None:
+        state = self._out.state
         for pid in dirty:
-            for session in self.people.open.get(pid, []):
+            for session in self.people.open.get(pid, ()):
                 if session.changed:  # an unchanged session's last row still holds
                     self._emit_person(pid, session, final=False)
             record = self.graph.record(pid)
             if record is not None:
                 record["s"] = self.people.record(pid)
-            out.state[f"p:{pid}"] = record
+            state[f"p:{pid}"] = record
+        self.people.dirty = set()
+
+    def _flush_devices(self) -> None:
+        state = self._out.state
         for device in self.devices.dirty:
-            for session in self.devices.open.get(device, []):
+            for session in self.devices.open.get(device, ()):
                 if session.changed:
                     self._emit_device(device, session, final=False)
-            out.state[f"d:{device}"] = self.devices.record(device)
-        self.people.dirty, self.devices.dirty = set(), set()
+            state[f"d:{device}"] = self.devices.record(device)
+        self.devices.dirty = set()
+
+    def _identity_rows(self, changed: set[str], version: int) -> list[dict[str, Any]]:
+        owner, persons = self.graph.owner, self.graph.persons
+        rows = []
         for key in changed:
-            pid = self.graph.owner[key]
-            first, last = self.graph.persons[pid].members[key]
-            kind, value = key.split(":", 1)
-            out.identities.append(
+            pid = owner[key]
+            first, last = persons[pid].members[key]
+            kind, _, value = key.partition(":")
+            rows.append(
                 {
                     "id_type": kind,
                     "id_value": value,
                     "person_id": pid,
                     "first_seen_ms": first,
                     "last_seen_ms": last,
+                    "version": version,
                 }
             )
-        for rows in (out.sessions, out.device_sessions, out.identities):
-            for row in rows:
-                row["version"] = version
-        self.version = version
-        out.state["meta"] = self.meta()
-        self._out = Output()
-        return out
+        return rows
 
     # ---- persistence ----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
