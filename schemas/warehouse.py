@@ -102,17 +102,20 @@ class ClickHouseWarehouse(Warehouse):
 
     def insert(self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Row]) -> None:
         names = [name for name, _ in columns]
-        convert = [_datetime if kind == "DateTime" else None for _, kind in columns]
+        # Column by column, as the driver writes them: rows would be turned into tuples here
+        # and transposed there, a Python step per value twice (a fifth of a stage's time).
         data = [
-            tuple(fn(row[n]) if fn else row[n] for n, fn in zip(names, convert, strict=True))
-            for row in rows
+            [_datetime(row[name]) for row in rows]
+            if kind == "DateTime"
+            else [row[name] for row in rows]
+            for name, kind in columns
         ]
         sql = f"INSERT INTO {self.database}.{table} ({', '.join(names)}) VALUES"
         from clickhouse_driver.errors import ServerException, TypeMismatchError
 
         with self._lock:
             try:
-                self._client.execute(sql, data)
+                self._client.execute(sql, data, columnar=True)
             except (TypeError, ValueError, struct.error, OverflowError, TypeMismatchError) as exc:
                 # The driver serialises client-side: a wrong Python type never reaches the server.
                 raise RowsRejectedError(f"{type(exc).__name__}: {exc}") from exc

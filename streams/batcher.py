@@ -47,6 +47,7 @@ _FIELDS = (
     "consent",
     "site_id",
 )
+_MISSING = ("",) * len(_FIELDS)  # what a field the event lacks is packed as
 
 
 def compact(
@@ -60,7 +61,7 @@ def compact(
             return None
         if blocked is not None and blocked(event):
             return None
-        row = [offset, *(event.get(name, "") for name in _FIELDS)]
+        row = [offset, *map(event.get, _FIELDS, _MISSING)]
         row[2] = int(row[2])
         row[13] = float(row[13] or 0.0)
     except (orjson.JSONDecodeError, TypeError, ValueError):

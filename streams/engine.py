@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from streams.identity import IdentityGraph, Merge, Refusal, identifier_type, is_junk
@@ -50,6 +51,13 @@ from streams.sessions import DEVICE, Session, Sessionizer, summary
 
 NO_WATERMARK = -(2**62)
 DEVICE_TYPES = ("cookie", "app")
+# An event's identifiers besides its device's (`cookie:` or `app:` by its kind).
+_OTHER_IDS = (("user:", USER_ID), ("email:", EMAIL), ("adid:", ADID))
+# What the sessionizers keep of an event (streams/sessions.py), as a tuple: open sessions
+# hold many events, and tuples of plain values are left alone by the garbage collector.
+_SESSION_FIELDS = itemgetter(
+    TS_MS, EVENT_ID, DEVICE_ID, DEVICE_TYPE, EVENT_TYPE, URL, CHANNEL, SOURCE, REVENUE
+)
 
 
 def _mentions(change: dict[str, Any], pids: set[str], keys: set[str]) -> bool:
@@ -140,19 +148,22 @@ class Engine:
 
     # ---- input --------------------------------------------------------------------------
     def identifiers(self, ev: list[Any]) -> list[str]:
-        kind = "app" if ev[DEVICE_KIND] == "app" else "cookie"
-        keys = []
-        for prefix, value in (
-            (kind, ev[DEVICE_ID]),
-            ("user", ev[USER_ID]),
-            ("email", ev[EMAIL]),
-            ("adid", ev[ADID]),
-        ):
-            if value:
-                key = f"{prefix}:{value}"
-                # A known identifier passed the junk check when it was first seen.
-                if key in self.graph.owner or not is_junk(value, self.blocklist):
-                    keys.append(key)
+        # Inline, not a helper per identifier: this runs for every event.
+        owner, blocklist = self.graph.owner, self.blocklist
+        keys: list[str] = []
+        value = ev[DEVICE_ID]
+        if value:
+            key = f"app:{value}" if ev[DEVICE_KIND] == "app" else f"cookie:{value}"
+            # A known identifier passed the junk check when it was first seen.
+            if key in owner or not is_junk(value, blocklist):
+                keys.append(key)
+        if ev[USER_ID] or ev[EMAIL] or ev[ADID]:  # most events carry only the device's id
+            for prefix, field_ in _OTHER_IDS:
+                value = ev[field_]
+                if value:
+                    key = f"{prefix}{value}"
+                    if key in owner or not is_junk(value, blocklist):
+                        keys.append(key)
         return keys
 
     def apply(self, partition: int, events: Iterable[list[Any]], last: int = -1) -> None:
@@ -179,28 +190,20 @@ class Engine:
             self._out.late.append(ev)
             return
         self.counters.events += 1
-        compact = [
-            ts,
-            ev[EVENT_ID],
-            ev[DEVICE_ID],
-            ev[DEVICE_TYPE],
-            ev[EVENT_TYPE],
-            ev[URL],
-            ev[CHANNEL],
-            ev[SOURCE],
-            ev[REVENUE],
-        ]
+        compact = _SESSION_FIELDS(ev)
         self.devices.add(ev[DEVICE_ID], compact)
         keys = self.identifiers(ev)
         if not keys:
             self.counters.unattributed += 1
             return
-        pids = [self.graph.observe(k, ts) for k in keys]
-        for other in keys[1:]:
-            self.graph.propose(keys[0], other, ts)
-        self.people.add(pids[0], compact)
+        graph, first = self.graph, keys[0]
+        pid = graph.observe(first, ts)
+        for other in keys[1:]:  # a link only reads its two identifiers' owners
+            graph.observe(other, ts)
+            graph.propose(first, other, ts)
+        self.people.add(pid, compact)
         if self.attribute:
-            self._out.attributed.setdefault(pids[0], []).append(attributed(ev))
+            self._out.attributed.setdefault(pid, []).append(attributed(ev))
 
     # ---- erasure ------------------------------------------------------------------------
     def erase(self, keys: Iterable[str]) -> list[str]:
@@ -293,59 +296,86 @@ class Engine:
             )
 
     # ---- output -------------------------------------------------------------------------
-    def _rows(self, session: Session, final: bool) -> list[dict[str, Any]]:
-        row = summary(session) | {"is_final": int(final), "superseded_by": ""}
+    @staticmethod
+    def _rows(session: Session, final: bool, owner_column: str, owner: str) -> list[dict]:
+        """The session's row, then a tombstone for each id it had before.
+
+        Each row is one dict built once: rows are nearly as many as events.
+        """
+        row = summary(session)
+        row["is_final"] = int(final)
+        row["superseded_by"] = ""
+        row[owner_column] = owner
+        sid = row["session_id"]
         rows = [row]
         for old in session.emitted:
-            if old != row["session_id"]:
-                rows.append(row | {"session_id": old, "superseded_by": row["session_id"]})
-        session.emitted = [row["session_id"]]
+            if old != sid:
+                rows.append({**row, "session_id": old, "superseded_by": sid})
+        session.emitted = [sid]
+        session.changed = False
         return rows
 
     def _emit_person(self, pid: str, session: Session, final: bool) -> None:
-        self._out.sessions.extend(r | {"person_id": pid} for r in self._rows(session, final))
+        self._out.sessions += self._rows(session, final, "person_id", pid)
 
     def _emit_device(self, device: str, session: Session, final: bool) -> None:
-        rows = self._rows(session, final)
-        self._out.device_sessions.extend(r | {"device_id": device} for r in rows)
+        self._out.device_sessions += self._rows(session, final, "device_id", device)
 
     def flush(self, version: int) -> Output:
         """Everything changed since the last flush; `version` orders the rows (higher wins)."""
         out = self._out  # the _emit_* helpers below still append to it
         changed, dirty = self.graph.drain()
-        dirty |= self.people.dirty
+        dirty |= self.people.dirty  # in place: the order rows come in stays as it was
+        self._flush_people(dirty)
+        self._flush_devices()
+        for rows in (out.sessions, out.device_sessions):
+            for row in rows:
+                row["version"] = version
+        out.identities += self._identity_rows(changed, version)
+        self.version = version
+        out.state["meta"] = self.meta()
+        self._out = Output()
+        return out
+
+    def _flush_people(self, dirty: set[str]) -> None:
+        state = self._out.state
         for pid in dirty:
-            for session in self.people.open.get(pid, []):
-                self._emit_person(pid, session, final=False)
+            for session in self.people.open.get(pid, ()):
+                if session.changed:  # an unchanged session's last row still holds
+                    self._emit_person(pid, session, final=False)
             record = self.graph.record(pid)
             if record is not None:
                 record["s"] = self.people.record(pid)
-            out.state[f"p:{pid}"] = record
+            state[f"p:{pid}"] = record
+        self.people.dirty = set()
+
+    def _flush_devices(self) -> None:
+        state = self._out.state
         for device in self.devices.dirty:
-            for session in self.devices.open.get(device, []):
-                self._emit_device(device, session, final=False)
-            out.state[f"d:{device}"] = self.devices.record(device)
-        self.people.dirty, self.devices.dirty = set(), set()
+            for session in self.devices.open.get(device, ()):
+                if session.changed:
+                    self._emit_device(device, session, final=False)
+            state[f"d:{device}"] = self.devices.record(device)
+        self.devices.dirty = set()
+
+    def _identity_rows(self, changed: set[str], version: int) -> list[dict[str, Any]]:
+        owner, persons = self.graph.owner, self.graph.persons
+        rows = []
         for key in changed:
-            pid = self.graph.owner[key]
-            first, last = self.graph.persons[pid].members[key]
-            kind, value = key.split(":", 1)
-            out.identities.append(
+            pid = owner[key]
+            first, last = persons[pid].members[key]
+            kind, _, value = key.partition(":")
+            rows.append(
                 {
                     "id_type": kind,
                     "id_value": value,
                     "person_id": pid,
                     "first_seen_ms": first,
                     "last_seen_ms": last,
+                    "version": version,
                 }
             )
-        for rows in (out.sessions, out.device_sessions, out.identities):
-            for row in rows:
-                row["version"] = version
-        self.version = version
-        out.state["meta"] = self.meta()
-        self._out = Output()
-        return out
+        return rows
 
     # ---- persistence ----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

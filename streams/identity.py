@@ -16,9 +16,11 @@ Rules (docs/streams.md "Identity"):
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -57,8 +59,21 @@ def identifier_type(key: str) -> str:
     return key.split(":", 1)[0]
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+# uuid5 sets the variant bits (10xx) in the first hex digit of the fourth group.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid5_text(name: str) -> str:
+    """`str(uuid.uuid5(NAMESPACE, name))` without the UUID object, which costs most of the
+    time: it runs for every new identifier and every new session."""
+    # SHA-1 because uuid5 is defined with it (a name, not a secret).
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
 def person_id_for(key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, key))
+    return uuid5_text(key)
 
 
 @dataclass
@@ -66,8 +81,9 @@ class Person:
     best: str  # the identifier the person_id derives from
     members: dict[str, list[int]] = field(default_factory=dict)  # key → [first_ms, last_ms]
 
-    def count(self, kind: str) -> int:
-        return sum(1 for k in self.members if identifier_type(k) == kind)
+    def counts(self) -> Counter[str]:
+        """Identifiers per type, in one pass (a merge checks every limit)."""
+        return Counter(k.partition(":")[0] for k in self.members)
 
 
 @dataclass(frozen=True)
@@ -149,8 +165,9 @@ class IdentityGraph:
         if pa == pb:
             return None
         left, right = self.persons[pa], self.persons[pb]
+        together = left.counts() + right.counts()
         for kind, limit in self.limits.items():
-            if left.count(kind) + right.count(kind) > limit:
+            if together[kind] > limit:
                 return Refusal(ts, a, b, f"{kind} limit {limit}")
         if self._order(right.best) < self._order(left.best):
             pa, pb, left, right = pb, pa, right, left

@@ -12,31 +12,38 @@ A session is closed once the watermark (already lowered by the allowed lateness)
 from __future__ import annotations
 
 import heapq
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from streams.identity import NAMESPACE
+from streams.identity import uuid5_text
 
-# Compact event: [ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue]
+# Compact event: (ts_ms, event_id, device, device_type, event_type, url, channel, source, revenue)
+# A tuple in memory, an array in state records.
 TS, EID, DEVICE, DEVICE_TYPE, KIND, URL, CHANNEL, SOURCE, REVENUE = range(9)
 VIEWS = frozenset({"page_view", "screen_view"})
 CONVERSIONS = frozenset({"purchase", "order_completed"})
 
 
+Event = Sequence[Any]
 _IDS: dict[str, str] = {}
+_REVENUE = itemgetter(REVENUE)
 
 
 @dataclass(eq=False)  # identity, not value, equality: sessions are mutable state
 class Session:
-    events: list[list[Any]]  # sorted by (ts, event_id), unique event ids
+    events: list[Event]  # sorted by (ts, event_id), unique event ids
     # Ids this session had before (its first event changed) and may have been written under,
     # by this worker or by one that died before its state was saved: the next rows
     # supersede them. Which ids were *written* depends on flush timing; which ids the
     # session *had* depends only on the input, so a successor supersedes them all.
     emitted: list[str] = field(default_factory=list)
     known: bool = field(default=True, repr=False)  # False: a lone new event being inserted
+    # Changed since its last row: a flush writes rows only for these (a new or loaded
+    # session counts as changed). Not state: a restored session is written again.
+    changed: bool = field(default=True, repr=False)
+    tally: _Tally | None = field(default=None, repr=False)  # for `summary`, not state
 
     @property
     def start(self) -> int:
@@ -51,13 +58,13 @@ class Session:
         first = self.events[0][EID]
         cached = _IDS.get(first)
         if cached is None:
-            cached = _IDS[first] = str(uuid.uuid5(NAMESPACE, "session:" + first))
+            cached = _IDS[first] = uuid5_text("session:" + first)
             if len(_IDS) > 100_000:  # a cache, not state: bounded
                 _IDS.clear()
         return cached
 
 
-def _holds(session: Session, event: list[Any]) -> bool:
+def _holds(session: Session, event: Event) -> bool:
     # A duplicate has the same time: scan only the tail at or after it.
     for e in reversed(session.events):
         if e[TS] < event[TS]:
@@ -74,7 +81,7 @@ def _coalesce(sessions: Iterable[Session], gap: int) -> list[Session]:
     that absorbed it knows which rows it supersedes.
     """
     inputs = list(sessions)
-    events: dict[str, list[Any]] = {}
+    events: dict[str, Event] = {}
     for s in inputs:
         for e in s.events:
             events.setdefault(e[EID], e)
@@ -102,20 +109,34 @@ class Sessionizer:
         self._closing: list[tuple[int, str]] = []
         self.dirty: set[str] = set()
 
-    def add(self, owner: str, event: list[Any]) -> bool:
+    def add(self, owner: str, event: Event) -> bool:
         """Insert an event; False when its event id is already in that session."""
-        sessions = self.open.setdefault(owner, [])
+        sessions = self.open.get(owner)
+        if not sessions:  # the owner's only open session
+            self.open[owner] = [Session([event])]
+            heapq.heappush(self._closing, (event[TS] + self.gap, owner))
+        elif self._extends_last(sessions[-1], event):
+            # The common case: in order, within the gap of the newest session. No new heap
+            # entry: the owner already has one, and a session that grows only closes later
+            # (the entry goes stale and is re-queued when it comes up).
+            newest = sessions[-1]
+            newest.events.append(event)
+            newest.changed = True
+        elif not self._insert(owner, sessions, event):
+            return False
+        self.dirty.add(owner)
+        return True
+
+    def _insert(self, owner: str, sessions: list[Session], event: Event) -> bool:
+        """The general case of `add` (out of order, or into an older session)."""
         ts = event[TS]
         near = [s for s in sessions if s.start - ts < self.gap and ts - s.end < self.gap]
         if any(_holds(s, event) for s in near):
             return False
         last = near[0].events[-1] if len(near) == 1 else None
         if last is not None and (ts, event[EID]) > (last[TS], last[EID]):
-            # The common case: in order, one session. No new heap entry: the owner already
-            # has one, and a session that grows only closes later (the entry goes stale and
-            # is re-queued when it comes up).
-            near[0].events.append(event)
-            self.dirty.add(owner)
+            near[0].events.append(event)  # in order, at the end of an older session
+            near[0].changed = True
             return True
         elif not near:  # a new session of its own
             merged = Session([event])
@@ -128,8 +149,20 @@ class Sessionizer:
             [merged] = _coalesce([*near, Session([event], known=False)], self.gap)
             sessions[:] = sorted([*rest, merged], key=lambda s: s.start)
         heapq.heappush(self._closing, (merged.end + self.gap, owner))
-        self.dirty.add(owner)
         return True
+
+    def _extends_last(self, session: Session, event: Event) -> bool:
+        """True if `event` sorts after the session's last event and is within the gap.
+
+        An owner's sessions are at least a gap apart (every insert or merge re-splits on
+        it), so no other session can be near such an event, and it cannot be a duplicate:
+        the session's ids are unique and every event at its time sorts before it.
+        """
+        last = session.events[-1]
+        ts, last_ts = event[TS], last[TS]
+        if ts == last_ts:
+            return event[EID] > last[EID]
+        return last_ts < ts < last_ts + self.gap
 
     def absorb(self, loser: str, survivor: str) -> None:
         """Give the survivor the loser's open sessions, joined where they are within the gap."""
@@ -178,38 +211,87 @@ class Sessionizer:
         if not record:
             self.open.pop(owner, None)
             return
-        self.open[owner] = [Session(events, emitted) for events, emitted in record]
+        self.open[owner] = [
+            Session([tuple(e) for e in events], emitted) for events, emitted in record
+        ]
         heapq.heappush(self._closing, (self.open[owner][0].end + self.gap, owner))
+
+
+class _Tally:
+    """A session's summary columns that take a pass over its events, folded in one event at
+    a time. Events only ever join a session at its end (anything else builds new sessions),
+    so a session written at many flushes folds each event once, not once per flush."""
+
+    __slots__ = (
+        "converted",
+        "devices",
+        "entry",
+        "exit",
+        "folded",
+        "last",
+        "path",
+        "types",
+        "views",
+    )
+
+    def __init__(self) -> None:
+        self.folded = 0  # events[:folded] are in
+        self.last: Any = None  # events[folded - 1]: tells that the list only grew
+        self.path: list[str] = []
+        self.devices: dict[str, None] = {}  # ordered by first appearance
+        self.types: dict[str, None] = {}
+        self.views = self.converted = 0
+        self.entry = self.exit = ""  # the first and the last non-empty url
+
+    def fold(self, events: list[Event]) -> None:
+        for e in events[self.folded :]:
+            device = e[DEVICE]
+            if not self.path or self.path[-1] != device:
+                self.path.append(device)
+                self.devices[device] = None
+            if e[DEVICE_TYPE]:
+                self.types[e[DEVICE_TYPE]] = None
+            if e[KIND] in VIEWS:
+                self.views += 1
+            elif e[KIND] in CONVERSIONS:
+                self.converted = 1
+            if e[URL]:
+                self.exit = e[URL]
+                self.entry = self.entry or self.exit
+        self.folded = len(events)
+        self.last = events[-1]
+
+
+def _tally(session: Session) -> _Tally:
+    events, tally = session.events, session.tally
+    if tally is None or tally.folded > len(events) or events[tally.folded - 1] is not tally.last:
+        tally = session.tally = _Tally()
+    tally.fold(events)
+    return tally
 
 
 def summary(session: Session) -> dict[str, Any]:
     """The analyst's view of a session (without owner, state or version columns)."""
     events = session.events
-    devices: list[str] = []
-    types: list[str] = []
-    path: list[str] = []
-    for e in events:
-        if e[DEVICE] not in devices:
-            devices.append(e[DEVICE])
-        if e[DEVICE_TYPE] and e[DEVICE_TYPE] not in types:
-            types.append(e[DEVICE_TYPE])
-        if not path or path[-1] != e[DEVICE]:
-            path.append(e[DEVICE])
-    pages = [e[URL] for e in events if e[URL]]
+    tally = _tally(session)
+    first = events[0]
     return {
         "session_id": session.session_id,
-        "started_ms": session.start,
-        "ended_ms": session.end,
+        "started_ms": first[TS],
+        "ended_ms": events[-1][TS],
         "events": len(events),
-        "views": sum(1 for e in events if e[KIND] in VIEWS),
-        "devices": devices,
-        "device_types": types,
-        "device_path": path,
-        "switches": len(path) - 1,
-        "channel": events[0][CHANNEL],
-        "source": events[0][SOURCE],
-        "entry_page": pages[0] if pages else "",
-        "exit_page": pages[-1] if pages else "",
-        "converted": int(any(e[KIND] in CONVERSIONS for e in events)),
-        "revenue": round(sum(e[REVENUE] for e in events), 2),
+        "views": tally.views,
+        # Copies: the row lives on (until written) while the tally keeps folding.
+        "devices": list(tally.devices),
+        "device_types": list(tally.types),
+        "device_path": tally.path.copy(),
+        "switches": len(tally.path) - 1,
+        "channel": first[CHANNEL],
+        "source": first[SOURCE],
+        "entry_page": tally.entry,
+        "exit_page": tally.exit,
+        "converted": tally.converted,
+        # Summed whole, in order, like the built-in always did: sum's float rounding
+        # differs between Python versions, so a running total could differ from it.
+        "revenue": round(sum(map(_REVENUE, events)), 2),
     }

@@ -194,3 +194,22 @@ def test_rows_of_a_flush_lost_in_a_crash_never_outlive_the_successor(
     assert from_rows(rows["sessions"], "person_id") == sessions
     assert from_rows(rows["device_sessions"], "device_id") == device_sessions
     assert latest_identities(rows["identities"]) == ids
+
+
+def test_a_flush_writes_rows_only_for_the_sessions_that_changed() -> None:
+    import orjson
+
+    def event(offset: int, eid: str, ts: int) -> list:
+        return compact(offset, orjson.dumps({"event_id": eid, "ts_ms": ts, "device_id": "d1"}))
+
+    t0 = 1_764_000_000_000
+    engine = Engine(1, GAP, LATENESS, LIMITS)
+    engine.apply(0, [event(0, "a", t0), event(1, "b", t0 + GAP + 1)])  # two open sessions
+    first = engine.flush(1)
+    assert len(first.sessions) == len(first.device_sessions) == 2
+    engine.apply(0, [event(2, "c", t0 + GAP + 2)])
+    second = engine.flush(2)
+    [row] = second.sessions
+    [device_row] = second.device_sessions
+    assert row["session_id"] == device_row["session_id"] == first.sessions[1]["session_id"]
+    assert row["events"] == 2 and row["is_final"] == 0

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from streams.identity import IdentityGraph, Merge, Refusal, is_junk, person_id_for
+from streams.identity import (
+    NAMESPACE,
+    IdentityGraph,
+    Merge,
+    Refusal,
+    is_junk,
+    person_id_for,
+    uuid5_text,
+)
 
 
 @pytest.mark.parametrize("value", ["", " ", "undefined", "NULL", "'null'", '"None"', "0", "-1",
@@ -79,3 +89,8 @@ def test_first_and_last_seen_follow_event_time() -> None:
     for ts in (50, 10, 30):
         pid = g.observe("cookie:c", ts)
     assert g.persons[pid].members["cookie:c"] == [10, 50]
+
+
+def test_uuid5_text_equals_the_standard_uuid5() -> None:
+    names = ["", "user:u1", "session:e-1", "cookie:é€😀", "email:" + "ab" * 40]
+    assert [uuid5_text(n) for n in names] == [str(uuid.uuid5(NAMESPACE, n)) for n in names]

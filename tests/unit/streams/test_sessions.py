@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.sessions import Sessionizer, summary
+from streams.sessions import Session, Sessionizer, summary
 
 GAP = 100
 
@@ -64,3 +64,22 @@ def test_summary_counts_views_conversions_and_revenue() -> None:
     row = summary(s.open["p"][0])
     assert (row["events"], row["views"], row["converted"], row["revenue"]) == (2, 1, 1, 12.5)
     assert (row["channel"], row["source"], row["exit_page"]) == ("email", "news", "/b")
+
+
+def test_summary_of_a_growing_session_equals_one_computed_from_scratch() -> None:
+    s = Sessionizer(GAP)
+    events = [
+        ev(0, "a", device="phone", kind="page_view"),
+        ev(5, "b", device="laptop", kind="purchase", revenue=0.1),
+        ev(9, "c", device="laptop", kind="screen_view", revenue=0.2),
+        [12, "d", "phone", "", "click", "", "email", "news", 0.3],  # no url, no device type
+        ev(20, "e", device="tablet", kind="order_completed", revenue=1.5),
+    ]
+    for e in events:
+        s.add("p", e)
+        [session] = s.open["p"]
+        assert summary(session) == summary(Session(list(session.events)))  # folded vs fresh
+    row = summary(session)
+    assert row["device_path"] == ["phone", "laptop", "phone", "tablet"]
+    assert (row["entry_page"], row["exit_page"]) == ("/a", "/e")
+    assert (row["views"], row["converted"], row["revenue"]) == (2, 1, 2.1)
