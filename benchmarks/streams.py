@@ -4,7 +4,8 @@
     python benchmarks/streams.py --memory 1000000         # peak RSS for 1M identifiers
     python benchmarks/streams.py --engine                 # the engine alone, no I/O
 
-Throughput: N generated events are pre-loaded into a fresh 4-partition topic. The reference
+Throughput: N generated events are pre-loaded into a fresh 4-partition topic. The stage
+runs alone (`BENCH_SIGNALS=1` also publishes the attributed events the signals stage reads). The reference
 is a plain aiokafka consumer reading them all in batches with `orjson.loads` (no work). Then
 one worker process running only the identity + sessions stage (batcher + stitching agent,
 ClickHouse rows included) consumes the same topic; its rate is N over the time from its first
@@ -144,6 +145,7 @@ def throughput(persons: int) -> None:
         "worker_data_dir": tmp / "worker",
         "kafka_session_timeout_s": 10,
         "identity_flush_seconds": float(os.environ.get("BENCH_FLUSH_SECONDS", "1.0")),
+        "signals_enabled": os.environ.get("BENCH_SIGNALS", "0") == "1",
     }
     settings = Settings(_env_file=None, **overrides)  # type: ignore[arg-type]
     with connect(settings.warehouse_url) as wh:
