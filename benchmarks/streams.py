@@ -4,14 +4,13 @@
     python benchmarks/streams.py --memory 1000000         # peak RSS for 1M identifiers
     python benchmarks/streams.py --engine                 # the engine alone, no I/O
 
-Throughput: N generated events are pre-loaded into a fresh 4-partition topic. The stage
-runs alone (`BENCH_SIGNALS=1` also publishes the attributed events the signals stage reads). The reference
-is a plain aiokafka consumer reading them all in batches with `orjson.loads` (no work). Then
-one worker process running only the identity + sessions stage (batcher + stitching agent,
-ClickHouse rows included) consumes the same topic; its rate is N over the time from its first
-applied event to the flush that covers the last one. The ratio is printed, and no timing is
-asserted anywhere.
-"""
+Throughput: N generated events are pre-loaded into a fresh 4-partition topic. The stage runs
+alone (`BENCH_SIGNALS=1` also publishes the attributed events the signals stage reads). The
+reference is a plain aiokafka consumer reading them all in batches with `orjson.loads` (no
+work). Then one worker process running only the identity + sessions stage (batcher +
+stitching agent, ClickHouse rows included) consumes the same topic; its rate is N over the
+time from its first applied event to the flush that covers the last one. The ratio is
+printed, and no timing is asserted anywhere. """
 
 from __future__ import annotations
 
