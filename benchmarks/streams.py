@@ -10,7 +10,8 @@ reference is a plain aiokafka consumer reading them all in batches with `orjson.
 work). Then one worker process running only the identity + sessions stage (batcher +
 stitching agent, ClickHouse rows included) consumes the same topic; its rate is N over the
 time from its first applied event to the flush that covers the last one. The ratio is
-printed, and no timing is asserted anywhere. """
+printed, and no timing is asserted anywhere.
+"""
 
 from __future__ import annotations
 
