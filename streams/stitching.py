@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.web import Request, Response, View
 
 from schemas.signals import batch_message, merge_message
@@ -34,8 +36,13 @@ from trackpipe.suppression import SuppressionList
 log = logging.getLogger(__name__)
 
 WAL_MAX_BYTES = 32 * 1024 * 1024
+STATE_BATCH_BYTES = 1024 * 1024  # a record batch of state; a bigger `wal` goes alone
 MESSAGE_RECORDS = 1000
 ATTRIBUTED_BATCH = 5000  # events per attributed message (the contract allows 10,000)
+
+
+def _state_batch() -> BatchBuilder:
+    return BatchBuilder(STATE_BATCH_BYTES, compression_type=0)
 
 
 class RowWriter:
@@ -138,8 +145,8 @@ class Stitching:
         self.attributed = app.topic(
             settings.topic_attributed, key_serializer="raw", value_serializer="raw"
         )
-        # One partition and the default partitioner: every entry lands in changelog
-        # partition 0, in write order, which is what makes the `wal` record sufficient.
+        # One partition: every entry lands in changelog partition 0, in write order, which
+        # is what makes the `wal` record sufficient (`_write_state` writes there directly).
         self.table = app.Table(
             "identity-state",
             partitions=1,
@@ -220,52 +227,85 @@ class Stitching:
         # Several records per message: one Kafka message per record would cost more than
         # everything else the stage does.
         records = [{"kind": "identity"} | r for r in out.identities] + out.changes
-        for i in range(0, len(records), MESSAGE_RECORDS):
-            await self.changes.send(
-                key=b"identity", value=orjson.dumps(records[i : i + MESSAGE_RECORDS])
+        sent = [
+            await self._send(
+                self.changes, b"identity", orjson.dumps(records[i : i + MESSAGE_RECORDS])
             )
-        for i in range(0, len(out.late), MESSAGE_RECORDS):
-            await self.late.send(key=b"late", value=orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
-        await self._publish_attributed(out)
+            for i in range(0, len(records), MESSAGE_RECORDS)
+        ]
+        sent += [
+            await self._send(self.late, b"late", orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
+            for i in range(0, len(out.late), MESSAGE_RECORDS)
+        ]
+        sent += await self._publish_attributed(out)
+        # Delivered before the state that says they were sent: the next owner re-applies
+        # only the input after the state, so a crash in between would lose them.
+        await asyncio.gather(*sent)
         t = self._took("topics", t)
-        await self._know_changelog()
-        # Each record is encoded once; the `wal` record is assembled from those bytes.
-        encoded = {name: orjson.dumps(record) for name, record in out.state.items()}
-        self.table[b"wal"] = b"{%s}" % b",".join(
-            orjson.dumps(name) + b":" + value for name, value in encoded.items()
-        )
-        for name, value in encoded.items():
-            key = name.encode()  # bytes, as keys come back from the changelog
-            if value != b"null":
-                self.table[key] = value
-            elif key in self.table:
-                del self.table[key]
+        await self._write_state({name: orjson.dumps(r) for name, r in out.state.items()})
         self._took("table", t)
         engine.version = version
         self.flushes += 1
         self.flushed = vars(engine.counters).copy()
 
-    async def _know_changelog(self) -> None:
-        """Make the producer fetch the changelog topic's metadata before the table writes.
+    async def _write_state(self, encoded: dict[str, bytes]) -> None:
+        """The flush's `wal` record, then its entries, to the table's changelog and store.
 
-        With `use_partitioner` faust picks the partition synchronously from the producer's
-        metadata; a worker whose metadata predates the topic (another worker created it)
-        would fail every write until the next refresh, minutes later.
+        `Table.__setitem__` sends each entry through faust's producer buffer (a future, a
+        serializer lookup and a produce request each), which cost as much as the engine.
+        The same records, in the same order, go here in a few record batches straight to
+        the changelog's only partition, which is what faust's recovery reads; they are
+        acknowledged before the input is. The store gets what a changelog replay would.
         """
+        store = self.table.data
+        # Each record is encoded once; the `wal` record is assembled from those bytes.
+        wal = b"{%s}" % b",".join(orjson.dumps(n) + b":" + v for n, v in encoded.items())
+        records = [(b"wal", wal)]
+        for name, value in encoded.items():
+            key = name.encode()  # bytes, as keys come back from the changelog
+            if value != b"null":
+                records.append((key, value))
+            elif key in store:
+                records.append((key, None))  # a tombstone
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        await producer.partitions_for(self.table.changelog_topic.get_topic_name())
+        topic = self.table.changelog_topic.get_topic_name()
+        sent, batch = [], _state_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                sent.append(await producer.send_batch(batch, topic, partition=0))
+                batch = _state_batch()
+                batch.append(key=key, value=value, timestamp=None)  # a first record fits
+        sent.append(await producer.send_batch(batch, topic, partition=0))
+        await asyncio.gather(*sent)
+        for key, value in records:
+            if value is None:
+                del store[key]
+            else:
+                store[key] = value
 
-    async def _publish_attributed(self, out: Output) -> None:
+    @staticmethod
+    async def _send(topic: faust.TopicT, key: bytes, value: bytes) -> Awaitable[Any]:
+        """Send now; the returned future completes when the broker has the record.
+
+        `force`: inside the agent, faust would otherwise attach the record to the input
+        event and send it only when that offset is committed, which is after the state.
+        """
+        return await topic.send(key=key, value=value, force=True)
+
+    async def _publish_attributed(self, out: Output) -> list[Awaitable[Any]]:
         """Events under the person they were applied to, then the merges: a loser's events
         and its merge share the loser's key, so the stage sees them in that order. A flush
         repeated after a crash sends them again; the stage de-duplicates by event id."""
+        sent = []
         for pid, events in out.attributed.items():
             for i in range(0, len(events), ATTRIBUTED_BATCH):
-                await self.attributed.send(
-                    key=pid.encode(), value=batch_message(pid, events[i : i + ATTRIBUTED_BATCH])
-                )
+                batch = batch_message(pid, events[i : i + ATTRIBUTED_BATCH])
+                sent.append(await self._send(self.attributed, pid.encode(), batch))
         for loser, survivor in out.merges:
-            await self.attributed.send(key=loser.encode(), value=merge_message(loser, survivor))
+            sent.append(
+                await self._send(self.attributed, loser.encode(), merge_message(loser, survivor))
+            )
+        return sent
 
     async def flush_due(self, force: bool = False) -> None:
         """Flush and acknowledge what was applied, when the interval has passed (or `force`).
