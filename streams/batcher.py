@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,7 +64,9 @@ def compact(
             return None
         row = [offset, *map(event.get, _FIELDS, _MISSING)]
         row[2] = int(row[2])
-        row[13] = float(row[13] or 0.0)
+        revenue = float(row[13] or 0.0)
+        # "nan" or "1e999" parse as floats; JSON (the batch, the rows) has no place for them.
+        row[13] = revenue if math.isfinite(revenue) else 0.0
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None  # the sink dead-letters what is malformed; here it is only skipped
     return row if row[1] and row[3] else None

@@ -213,3 +213,27 @@ def test_a_flush_writes_rows_only_for_the_sessions_that_changed() -> None:
     [device_row] = second.device_sessions
     assert row["session_id"] == device_row["session_id"] == first.sessions[1]["session_id"]
     assert row["events"] == 2 and row["is_final"] == 0
+
+
+def test_rows_carry_exactly_their_tables_columns(traffic: list[dict]) -> None:
+    """The rows go to ClickHouse as JSON lines, where a missing key would silently become
+    the column's default: each row must hold every inserted column and nothing else."""
+    from schemas.tables import DEVICE_SESSIONS_COLUMNS, IDENTITIES_COLUMNS, SESSIONS_COLUMNS
+
+    _, rows = run_engine(traffic)
+    for table, columns in (
+        ("sessions", SESSIONS_COLUMNS),
+        ("device_sessions", DEVICE_SESSIONS_COLUMNS),
+        ("identities", IDENTITIES_COLUMNS),
+    ):
+        assert rows[table]
+        assert {tuple(sorted(r)) for r in rows[table]} == {tuple(sorted(n for n, _ in columns))}
+
+
+@pytest.mark.parametrize("revenue", ["nan", "inf", "-1e999", 1e999])
+def test_a_revenue_that_is_not_a_finite_number_counts_as_none(revenue: object) -> None:
+    import orjson
+
+    event = generate(1)[0] | {"revenue": revenue}
+    packed = compact(0, orjson.dumps(event))
+    assert packed is not None and packed[13] == 0.0
