@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,13 +34,15 @@ from trackpipe.suppression import SuppressionList
 log = logging.getLogger(__name__)
 
 WAL_MAX_BYTES = 32 * 1024 * 1024
-STATE_BATCH_BYTES = 1024 * 1024  # a record batch of state; a bigger `wal` goes alone
+# A record batch's size: under the broker's default message.max.bytes (1 MB) for topics
+# that keep it; a bigger record (a large `wal`) goes alone.
+BATCH_BYTES = 512 * 1024
 MESSAGE_RECORDS = 1000
 ATTRIBUTED_BATCH = 5000  # events per attributed message (the contract allows 10,000)
 
 
-def _state_batch() -> BatchBuilder:
-    return BatchBuilder(STATE_BATCH_BYTES, compression_type=0)
+def _new_batch() -> BatchBuilder:
+    return BatchBuilder(BATCH_BYTES, compression_type=0)
 
 
 class RowWriter:
@@ -225,88 +226,104 @@ class Stitching:
         t = self._took("engine_flush", t)
         await self.writer.write(out)
         t = self._took("warehouse", t)
-        # Several records per message: one Kafka message per record would cost more than
-        # everything else the stage does.
-        records = [{"kind": "identity"} | r for r in out.identities] + out.changes
-        sent = [
-            await self._send(
-                self.changes, b"identity", orjson.dumps(records[i : i + MESSAGE_RECORDS])
-            )
-            for i in range(0, len(records), MESSAGE_RECORDS)
-        ]
-        sent += [
-            await self._send(self.late, b"late", orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
-            for i in range(0, len(out.late), MESSAGE_RECORDS)
-        ]
-        sent += await self._publish_attributed(out)
-        # Delivered before the state that says they were sent: the next owner re-applies
-        # only the input after the state, so a crash in between would lose them.
-        await asyncio.gather(*sent)
+        # The topics' records, then the state: each delivered before the next is sent. The
+        # next owner re-applies only the input after the state, so records sent after it
+        # could be lost in a crash.
+        await asyncio.gather(*await self._produce(self._messages(out)))
         t = self._took("topics", t)
+        if self.engine is not engine:
+            return  # revoked meanwhile: only the owner writes state (it re-applies this input)
         await self._write_state({name: orjson.dumps(r) for name, r in out.state.items()})
         self._took("table", t)
         engine.version = version
         self.flushes += 1
         self.flushed = vars(engine.counters).copy()
 
+    def _messages(self, out: Output) -> list[tuple[str, bytes, bytes]]:
+        """The flush's topic records (topic, key, value). Several records per message:
+        one Kafka message per record would cost more than everything else the stage does."""
+        changes = [{"kind": "identity"} | r for r in out.identities] + out.changes
+        topic = self.changes.get_topic_name()
+        messages = [
+            (topic, b"identity", orjson.dumps(changes[i : i + MESSAGE_RECORDS]))
+            for i in range(0, len(changes), MESSAGE_RECORDS)
+        ]
+        topic = self.late.get_topic_name()
+        messages += [
+            (topic, b"late", orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
+            for i in range(0, len(out.late), MESSAGE_RECORDS)
+        ]
+        # Events under the person they were applied to, then the merges: a loser's events
+        # and its merge share the loser's key, so the signals stage sees them in that
+        # order. A flush repeated after a crash sends them again; that stage
+        # de-duplicates by event id.
+        topic = self.attributed.get_topic_name()
+        for pid, events in out.attributed.items():
+            for i in range(0, len(events), ATTRIBUTED_BATCH):
+                batch = batch_message(pid, events[i : i + ATTRIBUTED_BATCH])
+                messages.append((topic, pid.encode(), batch))
+        for loser, survivor in out.merges:
+            messages.append((topic, loser.encode(), merge_message(loser, survivor)))
+        return messages
+
+    async def _produce(
+        self, records: list[tuple[str, bytes, bytes | None]], partition: int | None = None
+    ) -> list[asyncio.Future]:
+        """Send records in record batches, per partition, in order; returns the futures of
+        their delivery.
+
+        Through faust (`Topic.send`, `Table.__setitem__`) each record costs a future, a
+        serializer lookup and a produce request: more than the engine's work for it. Inside
+        the agent faust would also hold a sent record back until the input's offset is
+        committed, which is after the state. The partition is the key's, by the producer's
+        own partitioner (what faust would pick), unless given.
+        """
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        sent = []
+        for topic in {r[0] for r in records} if partition is None else ():
+            await producer.partitions_for(topic)  # the partitioner reads the metadata
+        for topic, key, value in records:
+            p = (
+                self.app.producer.key_partition(topic, key).partition
+                if partition is None
+                else partition
+            )
+            batch = batches.get((topic, p))
+            if batch is None:
+                batch = batches[(topic, p)] = _new_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                sent.append(await producer.send_batch(batch, topic, partition=p))
+                batch = batches[(topic, p)] = _new_batch()
+                batch.append(key=key, value=value, timestamp=None)  # a first record fits
+        for (topic, p), batch in batches.items():
+            sent.append(await producer.send_batch(batch, topic, partition=p))
+        return sent
+
     async def _write_state(self, encoded: dict[str, bytes]) -> None:
         """The flush's `wal` record, then its entries, to the table's changelog and store.
 
-        `Table.__setitem__` sends each entry through faust's producer buffer (a future, a
-        serializer lookup and a produce request each), which cost as much as the engine.
-        The same records, in the same order, go here in a few record batches straight to
-        the changelog's only partition, which is what faust's recovery reads; they are
+        The same records `Table.__setitem__` would send, in the same order, to the
+        changelog's only partition, which is what faust's recovery reads; they are
         acknowledged before the input is. The store gets what a changelog replay would.
         """
         store = self.table.data
+        topic = self.table.changelog_topic.get_topic_name()
         # Each record is encoded once; the `wal` record is assembled from those bytes.
         wal = b"{%s}" % b",".join(orjson.dumps(n) + b":" + v for n, v in encoded.items())
-        records = [(b"wal", wal)]
+        records: list[tuple[str, bytes, bytes | None]] = [(topic, b"wal", wal)]
         for name, value in encoded.items():
             key = name.encode()  # bytes, as keys come back from the changelog
             if value != b"null":
-                records.append((key, value))
+                records.append((topic, key, value))
             elif key in store:
-                records.append((key, None))  # a tombstone
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = self.table.changelog_topic.get_topic_name()
-        sent, batch = [], _state_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                sent.append(await producer.send_batch(batch, topic, partition=0))
-                batch = _state_batch()
-                batch.append(key=key, value=value, timestamp=None)  # a first record fits
-        sent.append(await producer.send_batch(batch, topic, partition=0))
-        await asyncio.gather(*sent)
-        for key, value in records:
+                records.append((topic, key, None))  # a tombstone
+        await asyncio.gather(*await self._produce(records, partition=0))
+        for _, key, value in records:
             if value is None:
                 del store[key]
             else:
                 store[key] = value
-
-    @staticmethod
-    async def _send(topic: faust.TopicT, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Send now; the returned future completes when the broker has the record.
-
-        `force`: inside the agent, faust would otherwise attach the record to the input
-        event and send it only when that offset is committed, which is after the state.
-        """
-        return await topic.send(key=key, value=value, force=True)
-
-    async def _publish_attributed(self, out: Output) -> list[Awaitable[Any]]:
-        """Events under the person they were applied to, then the merges: a loser's events
-        and its merge share the loser's key, so the stage sees them in that order. A flush
-        repeated after a crash sends them again; the stage de-duplicates by event id."""
-        sent = []
-        for pid, events in out.attributed.items():
-            for i in range(0, len(events), ATTRIBUTED_BATCH):
-                batch = batch_message(pid, events[i : i + ATTRIBUTED_BATCH])
-                sent.append(await self._send(self.attributed, pid.encode(), batch))
-        for loser, survivor in out.merges:
-            sent.append(
-                await self._send(self.attributed, loser.encode(), merge_message(loser, survivor))
-            )
-        return sent
 
     async def flush_due(self, force: bool = False) -> None:
         """Flush and acknowledge what was applied, when the interval has passed (or `force`).
