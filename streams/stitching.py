@@ -35,14 +35,16 @@ log = logging.getLogger(__name__)
 
 WAL_MAX_BYTES = 32 * 1024 * 1024
 # A record batch's size: under the broker's default message.max.bytes (1 MB) for topics
-# that keep it; a bigger record (a large `wal`) goes alone.
+# that keep it, bigger for the state changelog (WAL_MAX_BYTES); fewer batches, fewer round
+# trips (a partition has one batch in flight). A bigger record goes alone.
 BATCH_BYTES = 512 * 1024
+STATE_BATCH_BYTES = 4 * 1024 * 1024
 MESSAGE_RECORDS = 1000
 ATTRIBUTED_BATCH = 5000  # events per attributed message (the contract allows 10,000)
 
 
-def _new_batch() -> BatchBuilder:
-    return BatchBuilder(BATCH_BYTES, compression_type=0)
+def _new_batch(size: int) -> BatchBuilder:
+    return BatchBuilder(size, compression_type=0)
 
 
 class RowWriter:
@@ -267,7 +269,10 @@ class Stitching:
         return messages
 
     async def _produce(
-        self, records: list[tuple[str, bytes, bytes | None]], partition: int | None = None
+        self,
+        records: list[tuple[str, bytes, bytes | None]],
+        partition: int | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> list[asyncio.Future]:
         """Send records in record batches, per partition, in order; returns the futures of
         their delivery.
@@ -291,10 +296,10 @@ class Stitching:
             )
             batch = batches.get((topic, p))
             if batch is None:
-                batch = batches[(topic, p)] = _new_batch()
+                batch = batches[(topic, p)] = _new_batch(batch_bytes)
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
                 sent.append(await producer.send_batch(batch, topic, partition=p))
-                batch = batches[(topic, p)] = _new_batch()
+                batch = batches[(topic, p)] = _new_batch(batch_bytes)
                 batch.append(key=key, value=value, timestamp=None)  # a first record fits
         for (topic, p), batch in batches.items():
             sent.append(await producer.send_batch(batch, topic, partition=p))
@@ -318,7 +323,7 @@ class Stitching:
                 records.append((topic, key, value))
             elif key in store:
                 records.append((topic, key, None))  # a tombstone
-        await asyncio.gather(*await self._produce(records, partition=0))
+        await asyncio.gather(*await self._produce(records, 0, STATE_BATCH_BYTES))
         for _, key, value in records:
             if value is None:
                 del store[key]
