@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from trackpipe.settings import Settings
 
@@ -18,9 +18,12 @@ Action = Literal["keep", "anonymize", "drop"]
 ADVERTISING = "advertising"
 
 
-@dataclass(frozen=True, slots=True)
-class Signals:
-    """What the request says about privacy, independent of its payload."""
+class Signals(NamedTuple):
+    """What the request says about privacy, independent of its payload.
+
+    A named tuple, not a frozen dataclass: one is built for every request and hashed as a
+    key of the decision cache, and a dataclass does both in Python code.
+    """
 
     opted_out: bool = False  # our opt-out cookie
     gpc: bool = False  # Sec-GPC: 1
@@ -40,9 +43,9 @@ class Decision:
 
 def signals_from_headers(headers: dict[str, str], optout_cookie: bool) -> Signals:
     return Signals(
-        opted_out=optout_cookie,
-        gpc=headers.get("sec-gpc", "").strip() == "1",
-        dnt=headers.get("dnt", "").strip() == "1",
+        optout_cookie,
+        headers.get("sec-gpc", "").strip() == "1",
+        headers.get("dnt", "").strip() == "1",
     )
 
 

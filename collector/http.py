@@ -81,11 +81,20 @@ class Request:
     client_ip: str
 
     def cookie(self, name: str) -> str | None:
-        for part in self.headers.get("cookie", "").split(";"):
-            key, sep, value = part.strip().partition("=")
-            if sep and key == name:
-                return value
-        return None
+        return self.cookies(name)[0]
+
+    def cookies(self, *names: str) -> list[str | None]:
+        """The first value of each named cookie (None when absent), reading the header once."""
+        values: list[str | None] = [None] * len(names)
+        header = self.headers.get("cookie")
+        if header:
+            for part in header.split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key in names:
+                    index = names.index(key)
+                    if values[index] is None:
+                        values[index] = value
+        return values
 
 
 @dataclass(slots=True)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -32,14 +31,14 @@ Outcome = Literal["accepted", "dead", "dropped"]
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What the request tells us beyond its payload."""
+class Context(NamedTuple):
+    """What the request tells us beyond its payload (a named tuple: one per request, and a
+    frozen dataclass's constructor is Python code)."""
 
     client_ip: str
     user_agent: str
     visitor_id: str  # the first-party cookie, set by the collector when absent
-    signals: Signals = field(default_factory=Signals)
+    signals: Signals = Signals()
 
 
 @dataclass(slots=True)
@@ -53,9 +52,18 @@ class Tally:
 
 
 def new_visitor_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID as 32 hex digits, as `uuid4().hex`, cut from the id pool.
+
+    `uuid4` reads the kernel's randomness for each id; new visitors are frequent enough for
+    that to show. The version digit is set and the variant digit's top bits are 10, as in
+    every UUID4; the other 122 bits stay random.
+    """
+    digits = new_event_id()
+    return f"{digits[:12]}4{digits[13:16]}{_VARIANT[digits[16]]}{digits[17:]}"
 
 
+# A hex digit → one with the same two low bits and the high bits 10 (RFC 4122's variant).
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
 _ids: list[str] = []
 # A forked child must not hand out its parent's ids.
 os.register_at_fork(after_in_child=_ids.clear)
@@ -268,7 +276,7 @@ def _scrub_emails(fields: dict[str, Any]) -> None:
 
 def _strip_identifiers(fields: dict[str, Any]) -> None:
     # Stored, but about nobody: no identifier survives, the key is new for every event.
-    fields |= {"device_id": uuid.uuid4().hex, "device_kind": "anonymous"}
+    fields |= {"device_id": new_visitor_id(), "device_kind": "anonymous"}
     fields |= dict.fromkeys(("user_id", "email_hash", "advertising_id", "ip", "user_agent"), "")
 
 
