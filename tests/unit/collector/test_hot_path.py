@@ -154,4 +154,5 @@ def test_visitor_ids_are_random_uuid4s_as_uuid4_hex_gives_them() -> None:
         assert valid_visitor(value)
     # The variant digit keeps its two random bits; the other digits take every value.
     assert {value[16] for value in ids} == set("89ab")
-    assert all(len({value[i] for value in ids}) == 16 for i in (*range(12), *range(13, 16), *range(17, 32)))
+    random_digits = (*range(12), *range(13, 16), *range(17, 32))
+    assert all(len({value[i] for value in ids}) == 16 for i in random_digits)
