@@ -8,6 +8,7 @@ and bots routed to their own topic.
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -89,7 +90,8 @@ _EVENT_DEFAULTS: dict[str, Any] = {
     name: (None if info.is_required() else info.get_default(call_default_factory=True))
     for name, info in Event.model_fields.items()
 }
-_FILLED = ("event_type", "site_id", "device_id", "device_kind", "ts_ms")  # by the endpoint
+# The fields every endpoint fills, read in one call.
+_filled = operator.itemgetter("event_type", "site_id", "device_id", "device_kind", "ts_ms")
 
 
 def now_ms() -> int:
@@ -213,27 +215,31 @@ class CollectorService:
         if decision.action == "anonymize":
             _strip_identifiers(fields)
         record = _EVENT_DEFAULTS | fields
-        if len(record) != len(_EVENT_DEFAULTS) or any(record[n] is None for n in _FILLED):
+        if len(record) != len(_EVENT_DEFAULTS) or None in _filled(record):
             # A programming error in an endpoint, never the client's: fail loudly.
             raise ValueError(f"not an Event's fields: {sorted(fields)}")
-        record["event_id"] = new_event_id()
-        record["received_ms"] = received_ms
-        record["device_type"] = ua.device_type
-        record["os"] = ua.os
-        record["browser"] = ua.browser
-        record["is_bot"] = int(ua.is_bot)  # as Event serialises it (ClickHouse 18.16's shape)
-        record["channel"] = channel(
+        props = record["props"]
+        marketing = channel(
             fields.get("url", ""), fields.get("referrer", ""), campaign, fields.get("source", "")
         )
-        record["utm_source"] = campaign.source
-        record["utm_medium"] = campaign.medium
-        record["utm_term"] = campaign.term
-        record["utm_content"] = campaign.content
-        record["consent"] = list(decision.categories)
-        record["user_agent"] = fields["user_agent"][:512]
-        record["campaign"] = fields.get("campaign") or campaign.name
-        props = record["props"]
-        record["props"] = props if isinstance(props, str) else orjson.dumps(props).decode()
+        # One merge of a literal: cheaper than as many item assignments.
+        record |= {
+            "event_id": new_event_id(),
+            "received_ms": received_ms,
+            "device_type": ua.device_type,
+            "os": ua.os,
+            "browser": ua.browser,
+            "is_bot": int(ua.is_bot),  # as Event serialises it (ClickHouse 18.16's shape)
+            "channel": marketing,
+            "utm_source": campaign.source,
+            "utm_medium": campaign.medium,
+            "utm_term": campaign.term,
+            "utm_content": campaign.content,
+            "consent": list(decision.categories),
+            "user_agent": fields["user_agent"][:512],
+            "campaign": fields.get("campaign") or campaign.name,
+            "props": props if isinstance(props, str) else _props_json(props),
+        }
         return record
 
     def _publish(self, topic: str, record: dict[str, Any]) -> bool:
@@ -278,6 +284,11 @@ def _strip_identifiers(fields: dict[str, Any]) -> None:
     # Stored, but about nobody: no identifier survives, the key is new for every event.
     fields |= {"device_id": new_visitor_id(), "device_kind": "anonymous"}
     fields |= dict.fromkeys(("user_id", "email_hash", "advertising_id", "ip", "user_agent"), "")
+
+
+def _props_json(props: dict[str, Any]) -> str:
+    # Most events carry none: their JSON is always the same.
+    return orjson.dumps(props).decode() if props else "{}"
 
 
 def _campaign(fields: dict[str, Any]) -> Campaign:
