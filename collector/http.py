@@ -64,6 +64,27 @@ def _unquote(text: str) -> str:
     return unquote(text)
 
 
+def split_target(target: bytes | bytearray) -> tuple[str, str]:
+    """The path and query of a request target, as `httptools.parse_url` gives them.
+
+    A target in origin form of visible ASCII, no fragment (every beacon's) splits at its
+    first "?" — what the full parser does with it, at a third of the cost. Any other target
+    (absolute form, a fragment, bytes the parser refuses) goes through the parser.
+    """
+    text = target.decode("latin-1")
+    if (
+        text.startswith("/")
+        and text.isascii()
+        and text.isprintable()
+        and " " not in text
+        and "#" not in text
+    ):
+        path, _, query = text.partition("?")
+        return path, query
+    parsed = httptools.parse_url(bytes(target))
+    return parsed.path.decode("latin-1"), (parsed.query or b"").decode("latin-1")
+
+
 def _status_line(status: int) -> str:
     line = _STATUS_LINES.get(status)
     if line is None:
@@ -106,7 +127,7 @@ class Response:
 
     def encode(self, keep_alive: bool) -> bytes:
         # One f-string: this runs for every beacon.
-        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        extra = "".join([f"{k}: {v}\r\n" for k, v in self.headers])  # a list joins faster
         connection = "keep-alive" if keep_alive else "close"
         head = (
             f"{_status_line(self.status)}Content-Type: {self.content_type}\r\n"
@@ -191,11 +212,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._refused is not None:
             return
-        parsed = httptools.parse_url(bytes(self._url))
+        path, query = split_target(self._url)
         request = Request(
             method=self._parser.get_method().decode("latin-1"),
-            path=parsed.path.decode("latin-1"),
-            query=(parsed.query or b"").decode("latin-1"),
+            path=path,
+            query=query,
             headers=self._headers,
             body=bytes(self._body),
             client_ip=self._client_ip,

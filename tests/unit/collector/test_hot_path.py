@@ -7,12 +7,13 @@ import re
 import uuid
 from urllib.parse import parse_qsl
 
+import httptools
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from collector.edge import valid_visitor
-from collector.http import Request, parse_query
+from collector.http import Request, parse_query, split_target
 from collector.privacy import anonymize_ip
 from collector.service import new_visitor_id
 
@@ -156,3 +157,25 @@ def test_visitor_ids_are_random_uuid4s_as_uuid4_hex_gives_them() -> None:
     assert {value[16] for value in ids} == set("89ab")
     random_digits = (*range(12), *range(13, 16), *range(17, 32))
     assert all(len({value[i] for value in ids}) == 16 for i in random_digits)
+
+
+# Pieces of request targets; the bytes past ASCII's visible range as latin-1 characters.
+target_parts = st.sampled_from(["/", "i", "?", "&", "=", "#", " ", "%", ":", "@", "http:", "//h"])
+odd_bytes = st.sampled_from(["\x00", "\t", "\x7f", "\x80", "\xc3\xa9", "\xff", "~", "*"])
+targets = st.lists(target_parts | odd_bytes, max_size=12).map("".join)
+
+
+@given(targets | targets.map("/".__add__))  # most targets a client sends are in origin form
+@example("/i?s=shop#top")
+@example("/i?s=\x7f")
+@example("/i?s=\xc3\xa9")  # UTF-8 as received: visible latin-1 characters, refused
+def test_split_target_equals_httptools_parse_url(text: str) -> None:
+    target = text.encode("latin-1")
+    try:
+        parsed = httptools.parse_url(target)
+        expected = (parsed.path.decode("latin-1"), (parsed.query or b"").decode("latin-1"))
+    except (httptools.HttpParserInvalidURLError, AttributeError) as exc:
+        with pytest.raises(type(exc)):
+            split_target(bytearray(target))
+    else:
+        assert split_target(bytearray(target)) == expected
