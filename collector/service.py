@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from collector.consent import ConsentPolicy, Decision, Signals
 from collector.enrich import Campaign, campaign_from_url, channel, parse_user_agent
 from collector.http import parse_query
-from collector.metrics import Metrics
+from collector.metrics import CounterKey, Metrics
 from collector.privacy import anonymize_ip, hash_email, redact_query, scrub_props, scrub_text
 from collector.sinks.base import EventSink
 from schemas.events import DeadLetter, Event, PixelBeacon
@@ -119,12 +119,20 @@ class CollectorService:
         self._sink = sink
         self._metrics = metrics
         self._consent = ConsentPolicy(settings)
+        self._accepted: dict[str, CounterKey] = {}
         # Identifiers of erased persons: their new events are never collected again.
         self._suppressions = (
             suppressions
             if suppressions is not None
             else SuppressionList("", settings.topic_suppressions)
         )
+
+    def _accepted_key(self, event_type: str) -> CounterKey:
+        # As many keys as the counter has series: one per event type.
+        key = self._accepted.get(event_type)
+        if key is None:
+            key = self._accepted[event_type] = Metrics.key("events_accepted_total", type=event_type)
+        return key
 
     def decide(self, ctx: Context, granted: Iterable[str] | None) -> Decision:
         return self._consent.decide(ctx.signals, granted)
@@ -186,7 +194,7 @@ class CollectorService:
         if record["is_bot"]:
             self._metrics.inc("bots_total", source=record["source"])
         else:  # events_accepted_total stays "what the warehouse pipeline receives"
-            self._metrics.inc("events_accepted_total", type=record["event_type"])
+            self._metrics.add(self._accepted_key(record["event_type"]))
         if decision.action == "anonymize":
             self._metrics.inc("consent_anonymized_total", reason=decision.reason)
         else:

@@ -179,3 +179,18 @@ def test_split_target_equals_httptools_parse_url(text: str) -> None:
             split_target(bytearray(target))
     else:
         assert split_target(bytearray(target)) == expected
+
+
+@pytest.mark.parametrize(
+    "labels", [{}, {"path": "/i"}, {"reason": "invalid", "source": "pixel"}, {"b": "1", "a": "2"}]
+)
+def test_a_counter_added_by_its_key_is_the_counter_inc_counts(labels: dict[str, str]) -> None:
+    from collector.metrics import Metrics
+
+    by_name, by_key = Metrics(), Metrics()
+    by_name.inc("requests_total", 2, **labels)
+    by_name.inc("requests_total", **labels)
+    by_key.add(Metrics.key("requests_total", **labels), 2)
+    by_key.add(Metrics.key("requests_total", **labels))
+    assert by_key.render() == by_name.render()
+    assert by_key.get("requests_total", **labels) == 3
