@@ -8,6 +8,7 @@ docs/collector.md "Consent" is the user-facing description of these rules.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -41,12 +42,17 @@ class Decision:
         return ADVERTISING in self.categories
 
 
+# The eight possible signals, built once (a named tuple's constructor is Python code) and
+# found by their plain tuple of values.
+_SIGNALS = {s: s for s in map(Signals._make, itertools.product((False, True), repeat=3))}
+
+
 def signals_from_headers(headers: dict[str, str], optout_cookie: bool) -> Signals:
-    return Signals(
+    return _SIGNALS[
         optout_cookie,
         headers.get("sec-gpc", "").strip() == "1",
         headers.get("dnt", "").strip() == "1",
-    )
+    ]
 
 
 class ConsentPolicy:

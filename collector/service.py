@@ -147,9 +147,6 @@ class CollectorService:
             key = self._accepted[event_type] = Metrics.key("events_accepted_total", type=event_type)
         return key
 
-    def decide(self, ctx: Context, granted: Iterable[str] | None) -> Decision:
-        return self._consent.decide(ctx.signals, granted)
-
     def collect_pixel(self, query: str, ctx: Context, tally: Tally) -> None:
         if ctx.signals.opted_out:  # not even a dead letter about an opted-out browser
             self.drop("opt_out", tally)
@@ -196,7 +193,7 @@ class CollectorService:
         received_ms: int,
     ) -> Outcome:
         """Decide consent, enrich and publish one event built by an endpoint."""
-        decision = self.decide(ctx, granted)
+        decision = self._consent.decide(ctx.signals, granted)
         if decision.action == "drop":
             self.drop(decision.reason, tally)
             return "dropped"
