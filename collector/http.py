@@ -83,10 +83,8 @@ def split_target(target: bytes | bytearray) -> tuple[str, str]:
     return parsed.path.decode("latin-1"), (parsed.query or b"").decode("latin-1")
 
 
-def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+def _new_status_line(status: int) -> str:
+    line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
     return line
 
 
@@ -128,7 +126,8 @@ class Response:
         extra = "".join([f"{k}: {v}\r\n" for k, v in self.headers])  # a list joins faster
         connection = "keep-alive" if keep_alive else "close"
         head = (
-            f"{_status_line(self.status)}Content-Type: {self.content_type}\r\n"
+            f"{_STATUS_LINES.get(self.status) or _new_status_line(self.status)}"
+            f"Content-Type: {self.content_type}\r\n"
             f"Content-Length: {len(self.body)}\r\nConnection: {connection}\r\n{extra}\r\n"
         )
         return head.encode("latin-1") + self.body
@@ -148,9 +147,10 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._client_ip = ""
-        self._reset()
+        self.on_message_begin()
 
-    def _reset(self) -> None:
+    # httptools calls it before each message of the connection.
+    def on_message_begin(self) -> None:
         self._url = bytearray()
         self._headers: dict[str, str] = {}
         self._body = bytearray()
@@ -182,9 +182,6 @@ class HttpProtocol(asyncio.Protocol):
         self._refused, self._refused_reason = Response(status, body), reason
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._reset()
-
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._max_url:

@@ -168,7 +168,7 @@ class CollectorService:
             "device_id": device_id,
             "device_kind": kind,
             "user_id": beacon["uid"],
-            "email_hash": hash_email(beacon["em"]),
+            "email_hash": hash_email(beacon["em"]) if beacon["em"] else "",  # mostly none
             "advertising_id": beacon["aid"],
             "ts_ms": beacon["ts"] or received_ms,
             "url": beacon["u"],
