@@ -8,9 +8,10 @@ docs/collector.md "Consent" is the user-facing description of these rules.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from trackpipe.settings import Settings
 
@@ -18,9 +19,12 @@ Action = Literal["keep", "anonymize", "drop"]
 ADVERTISING = "advertising"
 
 
-@dataclass(frozen=True, slots=True)
-class Signals:
-    """What the request says about privacy, independent of its payload."""
+class Signals(NamedTuple):
+    """What the request says about privacy, independent of its payload.
+
+    A named tuple, not a frozen dataclass: one is built for every request and hashed as a
+    key of the decision cache, and a dataclass does both in Python code.
+    """
 
     opted_out: bool = False  # our opt-out cookie
     gpc: bool = False  # Sec-GPC: 1
@@ -38,12 +42,17 @@ class Decision:
         return ADVERTISING in self.categories
 
 
+# The eight possible signals, built once (a named tuple's constructor is Python code) and
+# found by their plain tuple of values.
+_SIGNALS = {s: s for s in map(Signals._make, itertools.product((False, True), repeat=3))}
+
+
 def signals_from_headers(headers: dict[str, str], optout_cookie: bool) -> Signals:
-    return Signals(
-        opted_out=optout_cookie,
-        gpc=headers.get("sec-gpc", "").strip() == "1",
-        dnt=headers.get("dnt", "").strip() == "1",
-    )
+    return _SIGNALS[
+        optout_cookie,
+        headers.get("sec-gpc", "").strip() == "1",
+        headers.get("dnt", "").strip() == "1",
+    ]
 
 
 class ConsentPolicy:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable
 
 import orjson
@@ -15,7 +14,7 @@ from trackpipe.settings import Settings
 
 NO_STORE = ("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
 JSON = "application/json"
-_VISITOR = re.compile(r"[0-9a-f]{32}")
+_HEX = "0123456789abcdef"
 
 
 def client_ip(settings: Settings, request: Request) -> str:
@@ -26,14 +25,14 @@ def client_ip(settings: Settings, request: Request) -> str:
 
 def valid_visitor(value: str) -> bool:
     # Our own ids are 32 hex chars; anything else (tampered, injected) is replaced.
-    return _VISITOR.fullmatch(value) is not None
+    return len(value) == 32 and not value.strip(_HEX)
 
 
 def context_for(settings: Settings, request: Request) -> Context:
-    visitor = request.cookie(settings.cookie_name)
+    visitor, optout = request.cookies(settings.cookie_name, settings.optout_cookie_name)
     if not visitor or not valid_visitor(visitor):
         visitor = new_visitor_id()
-    opted_out = request.cookie(settings.optout_cookie_name) == "1"
+    opted_out = optout == "1"
     return Context(
         client_ip(settings, request),
         request.headers.get("user-agent", ""),

@@ -89,13 +89,14 @@ class Campaign(NamedTuple):
     click_id: bool = False  # gclid/msclkid-style auto-tagging: a paid search click
 
 
+_NO_CAMPAIGN = Campaign()
 _CLICK_IDS = frozenset({"gclid", "gbraid", "wbraid", "msclkid", "dclid"})
 
 
 def campaign_from_url(url: str) -> Campaign:
     # Most page URLs carry no campaign: skip parsing them at all.
     if "utm_" not in url and "clid" not in url and "braid" not in url:
-        return Campaign()
+        return _NO_CAMPAIGN
     params = dict(parse_qsl(urlsplit(url).query, max_num_fields=200))
     return Campaign(
         source=params.get("utm_source", "")[:256],

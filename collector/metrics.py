@@ -8,12 +8,13 @@ from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate
 
+CounterKey = tuple[str, tuple[tuple[str, str], ...]]
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._counts: Counter[CounterKey] = Counter()
         self._buckets = [0] * len(_BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -29,6 +30,16 @@ class Metrics:
         key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
         with self._lock:
             self._counts[(name, key)] += amount
+
+    @staticmethod
+    def key(name: str, **labels: str) -> CounterKey:
+        """A counter's key, built once for `add` where a counter is hit per beacon."""
+        return (name, tuple(sorted(labels.items())))
+
+    def add(self, key: CounterKey, amount: int = 1) -> None:
+        """`inc` by a key from `key`: no labels to order for each beacon."""
+        with self._lock:
+            self._counts[key] += amount
 
     def get(self, name: str, **labels: str) -> int:
         return self._counts[(name, tuple(sorted(labels.items())))]

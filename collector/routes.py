@@ -47,11 +47,14 @@ class Routes:
         self._table |= EmailRoutes(settings, service, PIXEL_GIF).table()
         self._table |= TrackerRoutes().table()
         self._paths = frozenset(path for _, path in self._table)
+        # Unknown paths share one label: a scanner must not blow up the metric's cardinality.
+        self._requests = {
+            path: Metrics.key("requests_total", path=path) for path in (*self._paths, "other")
+        }
 
     def __call__(self, request: Request) -> Response:
-        # Unknown paths share one label: a scanner must not blow up the metric's cardinality.
         path = request.path if request.path in self._paths else "other"
-        self._metrics.inc("requests_total", path=path)
+        self._metrics.add(self._requests[path])
         handler = self._table.get((request.method, request.path))
         if handler is None:
             if path != "other":

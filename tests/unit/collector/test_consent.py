@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from collector.consent import ConsentPolicy, Signals
+from collector.consent import ConsentPolicy, Signals, signals_from_headers
 from collector.metrics import Metrics
 from collector.server import build_routes
 from collector.sinks.memory import MemorySink
@@ -161,3 +161,16 @@ def test_consent_categories_are_compared_lower_case() -> None:
     get(routes, "/i", "s=shop&cs=Analytics,Advertising&aid=ad-2")
     assert [e["consent"] for e in events(sink)] == [["advertising", "analytics"]] * 2
     assert [e["advertising_id"] for e in events(sink)] == ["ad-1", "ad-2"]
+
+
+@pytest.mark.parametrize("opted_out", [False, True])
+@pytest.mark.parametrize("gpc", [None, "1", " 1 ", "0", ""])
+@pytest.mark.parametrize("dnt", [None, "1", "0"])
+def test_signals_from_headers_are_the_headers_values(
+    opted_out: bool, gpc: str | None, dnt: str | None
+) -> None:
+    headers = {k: v for k, v in (("sec-gpc", gpc), ("dnt", dnt)) if v is not None}
+    expected = Signals(opted_out, (gpc or "").strip() == "1", (dnt or "").strip() == "1")
+    signals = signals_from_headers(headers, opted_out)
+    assert signals == expected
+    assert type(signals) is Signals

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import uuid
 from urllib.parse import parse_qsl
 
+import httptools
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from collector.http import parse_query
+from collector.edge import valid_visitor
+from collector.http import Request, parse_query, split_target
 from collector.privacy import anonymize_ip
+from collector.service import new_visitor_id
 
 query_chars = st.sampled_from([*"ab=&+%20zZé;/?x1 ", "%2", "%%", "==", "%C3%A9", "%e9", "%20"])
 
@@ -115,3 +120,77 @@ def test_a_forked_collector_process_draws_its_own_event_ids() -> None:
     assert {child[i : i + 32] for i in range(0, 256, 32)}.isdisjoint(
         {parent[i : i + 32] for i in range(0, 256, 32)}
     )
+
+
+def _slow_cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
+cookie_parts = st.sampled_from(["tp_vid", "tp_optout", "x", "=", ";", " ", "1", "ab", "tp_vid="])
+
+
+@given(st.lists(cookie_parts, max_size=12).map("".join) | st.text(max_size=30))
+def test_cookies_read_in_one_pass_equal_reading_each(header: str) -> None:
+    request = Request("GET", "/i", "", {"cookie": header}, b"", "")
+    expected = [_slow_cookie(header, "tp_vid"), _slow_cookie(header, "tp_optout")]
+    assert request.cookies("tp_vid", "tp_optout") == expected
+    assert request.cookie("tp_optout") == expected[1]
+
+
+@given(st.text("0123456789abcdefABCDEF g\n", min_size=30, max_size=34) | st.text(max_size=34))
+def test_valid_visitor_equals_the_hex_pattern(value: str) -> None:
+    assert valid_visitor(value) == (re.fullmatch(r"[0-9a-f]{32}", value) is not None)
+
+
+def test_visitor_ids_are_random_uuid4s_as_uuid4_hex_gives_them() -> None:
+    ids = [new_visitor_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+        assert valid_visitor(value)
+    # The variant digit keeps its two random bits; the other digits take every value.
+    assert {value[16] for value in ids} == set("89ab")
+    random_digits = (*range(12), *range(13, 16), *range(17, 32))
+    assert all(len({value[i] for value in ids}) == 16 for i in random_digits)
+
+
+# Pieces of request targets; the bytes past ASCII's visible range as latin-1 characters.
+target_parts = st.sampled_from(["/", "i", "?", "&", "=", "#", " ", "%", ":", "@", "http:", "//h"])
+odd_bytes = st.sampled_from(["\x00", "\t", "\x7f", "\x80", "\xc3\xa9", "\xff", "~", "*"])
+targets = st.lists(target_parts | odd_bytes, max_size=12).map("".join)
+
+
+@given(targets | targets.map("/".__add__))  # most targets a client sends are in origin form
+@example("/i?s=shop#top")
+@example("/i?s=\x7f")
+@example("/i?s=\xc3\xa9")  # UTF-8 as received: visible latin-1 characters, refused
+def test_split_target_equals_httptools_parse_url(text: str) -> None:
+    target = text.encode("latin-1")
+    try:
+        parsed = httptools.parse_url(target)
+        expected = (parsed.path.decode("latin-1"), (parsed.query or b"").decode("latin-1"))
+    except (httptools.HttpParserInvalidURLError, AttributeError) as exc:
+        with pytest.raises(type(exc)):
+            split_target(bytearray(target))
+    else:
+        assert split_target(bytearray(target)) == expected
+
+
+@pytest.mark.parametrize(
+    "labels", [{}, {"path": "/i"}, {"reason": "invalid", "source": "pixel"}, {"b": "1", "a": "2"}]
+)
+def test_a_counter_added_by_its_key_is_the_counter_inc_counts(labels: dict[str, str]) -> None:
+    from collector.metrics import Metrics
+
+    by_name, by_key = Metrics(), Metrics()
+    by_name.inc("requests_total", 2, **labels)
+    by_name.inc("requests_total", **labels)
+    by_key.add(Metrics.key("requests_total", **labels), 2)
+    by_key.add(Metrics.key("requests_total", **labels))
+    assert by_key.render() == by_name.render()
+    assert by_key.get("requests_total", **labels) == 3
