@@ -2,11 +2,23 @@
 
 The package the project was specified with and what its tooling uses; about 20 times
 slower per record than confluent-kafka (see benchmarks/collector.py).
+
+kafka-python does not always settle a record: when the broker goes away with produce
+requests in flight, some futures were seen never to complete (a clean-clone run of the
+broker-outage test). The `Producer` contract says every record is settled by the delivery
+timeout, and the delivery sink relies on it (a record never settled is never spooled and
+keeps the spool's replay from committing). So this wrapper keeps every record until its
+report arrives and, once the delivery timeout and a grace period have passed without one,
+fails the record itself: its failure report spools it. A report arriving after that is
+ignored; if it was a success, the record is in Kafka and in the spool (delivered twice,
+which at-least-once delivery allows: consumers de-duplicate by event id).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import threading
 import time
 
@@ -15,12 +27,22 @@ from kafka.errors import KafkaTimeoutError
 
 from collector.sinks.base import FailureReport, LatencyObserver, Producer, ProducerBusyError
 
+log = logging.getLogger(__name__)
+
+# (deadline, its failure report, topic, key, value), by record number in produce order.
+_InFlight = tuple[float, FailureReport, str, bytes, bytes]
+
 
 class KafkaPythonProducer(Producer):
     name = "kafka-python"
 
     def __init__(
-        self, bootstrap: str, *, idempotence: bool = True, delivery_timeout_s: float = 10.0
+        self,
+        bootstrap: str,
+        *,
+        idempotence: bool = True,
+        delivery_timeout_s: float = 10.0,
+        report_grace_s: float = 2.0,
     ) -> None:
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
@@ -35,49 +57,97 @@ class KafkaPythonProducer(Producer):
             # loop that must stay short; the caller spools instead.
             max_block_ms=1000,
         )
+        self._give_up_after = delivery_timeout_s + report_grace_s
         self._lock = threading.Lock()
-        self._pending = 0
+        self._giving_up = threading.Lock()
+        self._in_flight: dict[int, _InFlight] = {}  # insertion order: oldest first
+        self._reporting = 0  # failures taken out of `_in_flight` whose report is running
+        self._numbers = itertools.count()
         self._observer: LatencyObserver | None = None
+        self._closed = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._watch, name="kafka-python-watchdog", daemon=True
+        )
+        self._watchdog.start()
 
     def produce(self, topic: str, key: bytes, value: bytes, on_failure: FailureReport) -> None:
         started = time.perf_counter()
+        number = next(self._numbers)
         with self._lock:
-            self._pending += 1
+            self._in_flight[number] = (
+                time.monotonic() + self._give_up_after, on_failure, topic, key, value
+            )  # fmt: skip
         try:
             future = self._producer.send(topic, key=key, value=value)
-        except KafkaTimeoutError as exc:
-            self._settled()
-            raise ProducerBusyError(str(exc)) from exc
-        future.add_callback(self._succeeded, started)
-        future.add_errback(self._failed, on_failure, topic, key, value)
+        except BaseException as exc:  # not queued: the caller keeps the record
+            with self._lock:
+                self._in_flight.pop(number, None)
+            if isinstance(exc, KafkaTimeoutError):
+                raise ProducerBusyError(str(exc)) from exc
+            raise
+        future.add_callback(self._succeeded, number, started)
+        future.add_errback(self._failed, number)
 
     @property
     def pending(self) -> int:
-        return self._pending
+        self._give_up_overdue()
+        return len(self._in_flight) + self._reporting
 
     def observe_latency(self, observer: LatencyObserver) -> None:
         self._observer = observer
 
-    def _settled(self) -> None:
+    def _succeeded(self, number: int, started: float, _meta: object) -> None:
         with self._lock:  # produce() runs on the event loop, reports on the client's thread
-            self._pending -= 1
-
-    def _succeeded(self, started: float, _meta: object) -> None:
-        if self._observer is not None:
+            settled = self._in_flight.pop(number, None) is not None
+        if settled and self._observer is not None:
             self._observer(time.perf_counter() - started, 1)
-        self._settled()
 
-    def _failed(
-        self, on_failure: FailureReport, topic: str, key: bytes, value: bytes, exc: BaseException
-    ) -> None:
+    def _failed(self, number: int, exc: BaseException) -> None:
+        with self._lock:
+            record = self._in_flight.pop(number, None)
+            if record is None:  # given up on already: its report has spooled it
+                return
+            self._reporting += 1
+        self._report(record, exc)
+
+    def _report(self, record: _InFlight, exc: BaseException) -> None:
+        _deadline, on_failure, topic, key, value = record
         try:
             on_failure(exc, topic, key, value)
         finally:  # settled only once its report has run: the sink orders the spool by it
-            self._settled()
+            with self._lock:
+                self._reporting -= 1
+
+    def _give_up_overdue(self) -> None:
+        """Fail, oldest first, every record whose report is overdue."""
+        with self._giving_up:  # one at a time: the reports reach the spool in produce order
+            now = time.monotonic()
+            overdue: list[_InFlight] = []
+            with self._lock:
+                for record in self._in_flight.values():
+                    if record[0] > now:
+                        break  # the same timeout for all: the rest are younger
+                    overdue.append(record)
+                for _ in overdue:
+                    del self._in_flight[next(iter(self._in_flight))]
+                self._reporting += len(overdue)
+            if overdue:
+                log.error("%d records without a delivery report: failing them", len(overdue))
+            for record in overdue:
+                self._report(record, KafkaTimeoutError("no delivery report within the timeout"))
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.5):
+            try:
+                self._give_up_overdue()
+            except Exception:  # a failing report must not stop the watch
+                log.exception("giving up overdue records failed")
 
     def flush(self, timeout: float) -> None:
         with contextlib.suppress(KafkaTimeoutError):
             self._producer.flush(timeout=timeout)
+        self._give_up_overdue()
 
     def close(self, timeout: float) -> None:
         self._producer.close(timeout=timeout)
+        self._closed.set()
