@@ -74,6 +74,26 @@ class StreamsRun:
                     found.append(orjson.loads(body))
         return found
 
+    def signals_stats(self) -> dict[str, Any]:
+        """Each live worker's signals-stage counters (what a failed comparison reports)."""
+        found: dict[str, Any] = {}
+        for name, (proc, port) in self.workers.items():
+            if proc.alive():
+                try:
+                    status, body = http_get(f"http://127.0.0.1:{port}/signals/stats/")
+                except OSError as exc:
+                    found[name] = repr(exc)
+                    continue
+                found[name] = orjson.loads(body) if status == 200 else status
+        return found
+
+    def diagnosis(self, lines: int = 60) -> str:
+        """Counters and the log tails of every worker, for a failure message."""
+        logs = "\n".join(
+            f"--- {name}:\n{proc.tail(lines)}" for name, (proc, _) in self.workers.items()
+        )
+        return f"identity: {self.stats()}\nsignals: {self.signals_stats()}\n{logs}"
+
     def wait_flushed(self, events: int, timeout_s: float = 120.0) -> dict[str, Any]:
         """Wait until the owner has flushed state and rows covering `events` input events."""
         deadline = time.monotonic() + timeout_s
@@ -138,6 +158,17 @@ class StreamsRun:
             if not score_diff(got, expected) or time.monotonic() > deadline:
                 return got
             time.sleep(1.0)
+
+
+def score_counts(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> str:
+    """How many (person, category) scores are missing, extra or different, of how many."""
+    scores = sum(
+        1 for k in want.keys() & got.keys() if abs(got[k] - want[k]) > 1e-9 * max(1.0, want[k])
+    )
+    return (
+        f"{len(want.keys() - got.keys())} missing, {len(got.keys() - want.keys())} extra, "
+        f"{scores} different, of {len(want)} expected"
+    )
 
 
 def score_diff(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> dict:

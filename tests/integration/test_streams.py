@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams.signals import config_from
-from tests.integration.streams_harness import StreamsRun, score_diff
+from tests.integration.streams_harness import StreamsRun, score_counts, score_diff
 from tests.streams_reference import from_rows, reference, reference_interests
 from trackpipe.identity_traffic import closing_events, generate, shuffled
 from trackpipe.processes import stop
@@ -40,8 +40,9 @@ def assert_interests_match(run: StreamsRun, events: list[dict], expected: tuple)
     """The signals stage downstream: every person's interests as if computed in one go."""
     wanted = reference_interests(events, expected[0], config_from(run.settings))
     assert len({pid for pid, _ in wanted}) > 100  # the traffic has categories to score
-    diff = score_diff(run.wait_interests(wanted), wanted)
-    assert not diff, diff
+    got = run.wait_interests(wanted)
+    diff = score_diff(got, wanted)
+    assert not diff, f"{diff}\n{score_counts(got, wanted)}\n{run.diagnosis()}"
 
 
 @pytest.fixture
