@@ -71,24 +71,43 @@ def ensure_topics(
 def read_all(
     bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 30.0
 ) -> list[tuple[bytes | None, bytes]]:
-    """Every record of a topic, from the beginning, without a consumer group."""
+    """Every record of a topic, from the beginning up to its end when called, without a
+    consumer group.
+
+    Reading stops at the partitions' end offsets, not after a pause: a broker that has just
+    restarted can pause a fetch for seconds, and stopping at a pause returned records short
+    (what looked like lost beacons in a broker-outage test). A topic that does not exist
+    yet reads as empty after `idle_s`; not reaching the end within `timeout_s` raises.
+    """
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=int(idle_s * 1000),
+        bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None
     )
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = _partitions(consumer, topic, idle_s)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
         records: list[tuple[bytes | None, bytes]] = []
         deadline = time.monotonic() + timeout_s
-        for message in consumer:
-            records.append((message.key, message.value))
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
             if time.monotonic() > deadline:
-                break
+                short = {tp.partition: (consumer.position(tp), end) for tp, end in ends.items()}
+                raise TimeoutError(f"{topic}: not read to the end in {timeout_s}s: {short}")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend((m.key, m.value) for m in batch)
         return records
     finally:
         consumer.close()
+
+
+def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float) -> set[int]:
+    """The topic's partitions; empty when it does not exist after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found or time.monotonic() > deadline:
+            return found or set()
+        time.sleep(0.1)
