@@ -71,7 +71,10 @@ def on_batch(
     known = _id_keys(p)
     applied, moments = apply_events(p, [e.model_dump() for e in batch.events], cfg)
     if not applied:  # a redelivery: write the same rows again, change nothing
-        return Update(p, False, snapshot(p, cfg, [], [], replay=True))
+        # The identifier index too: the first delivery's updates went out with its offset
+        # commit, which a crash can have prevented (they are upserts, so harmless twice).
+        ids = sorted(known)
+        return Update(p, False, snapshot(p, cfg, [], [], replay=True), new_identifiers=ids)
     changes = reconcile(p, p["now_ms"], audiences, cfg)
     p["rev"] += 1
     remember(p, changes, moments)
@@ -119,8 +122,10 @@ def on_absorb(
         return Update(s, False, forward=[(s["into"], orjson.dumps(value))])
     known = _id_keys(s)
     done, moments = combine(s, absorb.profile, cfg)
-    if not done:
-        return Update(s, False, snapshot(s, cfg, [], [], replay=True))
+    if not done:  # redelivered: rows and identifier index again, as for a batch
+        return Update(
+            s, False, snapshot(s, cfg, [], [], replay=True), new_identifiers=sorted(known)
+        )
     changes = reconcile(s, s["now_ms"], audiences, cfg)
     s["rev"] += 1
     remember(s, changes, moments)

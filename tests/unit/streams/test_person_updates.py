@@ -98,11 +98,15 @@ def test_messages_for_a_merged_person_follow_its_tombstone_to_the_survivor() -> 
 
 
 def test_redelivered_batch_changes_nothing_but_rewrites_its_rows() -> None:
-    first = on_batch(None, batch("P", ev("e1", "purchase")), CFG, AUD)
-    again = on_batch(orjson.dumps(first.state), batch("P", ev("e1", "purchase")), CFG, AUD)
+    event = ev("e1", "purchase", device_id="c1", user_id="u1")
+    first = on_batch(None, batch("P", event), CFG, AUD)
+    again = on_batch(orjson.dumps(first.state), batch("P", event), CFG, AUD)
     assert not again.changed and again.applied == 0 and again.output.signals == []
     assert again.output.rows["profiles"] == first.output.rows["profiles"]
     assert again.output.rows["lifecycle_moments"] == first.output.rows["lifecycle_moments"]
+    # The identifier index updates went out with the first delivery's commit, which a crash
+    # may have prevented: a redelivery sends them again.
+    assert first.new_identifiers and again.new_identifiers == first.new_identifiers
 
 
 @pytest.mark.parametrize(
