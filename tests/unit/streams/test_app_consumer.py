@@ -1,0 +1,61 @@
+"""The faust consumer's two changes (streams/app.py), on faust's own commit logic.
+
+A bare object carries the consumer's bookkeeping with faust's `_new_offset` bound to it: a
+whole App would leave event loops and sockets behind in a unit test.
+"""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams.app import deliver_every_message
+
+TOPIC_PARTITION = TP("attributed", 3)
+
+
+def faust_consumer(*, fixed: bool) -> types.SimpleNamespace:
+    c = types.SimpleNamespace(
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _gap=defaultdict(IntervalTree),
+        _committed_offset=defaultdict(lambda: None),
+        _read_offset=defaultdict(lambda: None),
+    )
+    c._new_offset = types.MethodType(Consumer._new_offset, c)
+    if fixed:
+        deliver_every_message(c)
+    return c
+
+
+def ack(c: types.SimpleNamespace, *offsets: int) -> None:
+    c._acked[TOPIC_PARTITION].extend(offsets)
+    c._acked_index[TOPIC_PARTITION].update(offsets)
+
+
+def test_no_fetched_message_counts_as_read_already() -> None:
+    # faust drops a fetched message below the partition's read offset, and takes a jump
+    # above it as acknowledged; with no read offset it does neither.
+    c = faust_consumer(fixed=True)
+    c._read_offset[TOPIC_PARTITION] = 276
+    assert c._read_offset[TOPIC_PARTITION] is None
+
+
+def test_the_commit_waits_for_the_message_at_the_committed_offset() -> None:
+    for fixed, first_commit in ((False, 271), (True, None)):
+        c = faust_consumer(fixed=fixed)
+        c._committed_offset[TOPIC_PARTITION] = 268
+        ack(c, 269, 270)  # 268 itself is not acknowledged yet
+        assert c._new_offset(TOPIC_PARTITION) == first_commit  # faust alone skips 268
+    ack(c, 268)
+    assert c._new_offset(TOPIC_PARTITION) == 271
+
+
+def test_a_first_commit_takes_the_acknowledged_run() -> None:
+    c = faust_consumer(fixed=True)
+    ack(c, 0, 1, 2, 5)
+    assert c._new_offset(TOPIC_PARTITION) == 3
