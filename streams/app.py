@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import logging
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import faust
 
 from trackpipe.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -42,7 +46,9 @@ class _NoReadOffsets(dict):
         return None
 
 
-def deliver_every_message(consumer: Any) -> None:
+def deliver_every_message(
+    consumer: Any, give_up_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+) -> None:
     """Make faust's consumer hand every fetched message to the agents, and commit only what
     they acknowledged.
 
@@ -61,15 +67,31 @@ def deliver_every_message(consumer: Any) -> None:
     input at or below its state's offset, signals recognise event ids and merges).
 
     faust's commit also moves past the committed offset's own message when the next one is
-    acknowledged first (`min(acked) - committed > 1`); the wrapper below waits for it.
+    acknowledged first (`min(acked) - committed > 1`); the wrapper below waits for it. The
+    one case where that message never comes is a committed offset that fell out of the
+    topic's retention (the consumer resets to the log's start): after `give_up_s` of
+    waiting with later messages acknowledged, the offsets before them are taken as gone,
+    logged, and committed past, as faust's gap bookkeeping would have done at once.
     """
     consumer._read_offset = _NoReadOffsets()
     new_offset = consumer._new_offset
+    waiting: dict[Any, tuple[int, float]] = {}  # partition → (committed, since when)
 
     def _new_offset(tp: Any) -> int | None:
         acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
         if acked and committed is not None and min(acked) > committed:
-            return None  # the message at the committed offset is not acknowledged yet
+            seen = waiting.get(tp)
+            if seen is None or seen[0] != committed:
+                waiting[tp] = (committed, clock())
+                return None  # the message at the committed offset is not acknowledged yet
+            if clock() - seen[1] < give_up_s:
+                return None
+            log.warning(
+                "%s: offsets %d..%d never arrived in %.0fs (out of retention?): committed past",
+                tp, committed, min(acked) - 1, give_up_s,
+            )  # fmt: skip
+            consumer._committed_offset[tp] = min(acked) - 1  # what faust's own check allows
+        waiting.pop(tp, None)
         return new_offset(tp)
 
     consumer._new_offset = _new_offset

@@ -59,3 +59,18 @@ def test_a_first_commit_takes_the_acknowledged_run() -> None:
     c = faust_consumer(fixed=True)
     ack(c, 0, 1, 2, 5)
     assert c._new_offset(TOPIC_PARTITION) == 3
+
+
+def test_offsets_that_never_come_are_committed_past_after_a_while() -> None:
+    # A committed offset out of the topic's retention: the consumer starts at the log's
+    # start, and the messages before it never arrive.
+    now = [0.0]
+    c = faust_consumer(fixed=False)
+    deliver_every_message(c, give_up_s=60.0, clock=lambda: now[0])
+    c._committed_offset[TOPIC_PARTITION] = 100
+    ack(c, 500, 501)
+    assert c._new_offset(TOPIC_PARTITION) is None
+    now[0] = 59.0
+    assert c._new_offset(TOPIC_PARTITION) is None
+    now[0] = 61.0
+    assert c._new_offset(TOPIC_PARTITION) == 502
