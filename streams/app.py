@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
     )
     deliver_every_message(app.consumer)
+    ForgottenPartitions(app).register()
     return app
 
 
@@ -95,3 +96,56 @@ def deliver_every_message(
         return new_offset(tp)
 
     consumer._new_offset = _new_offset
+
+
+class ForgottenPartitions:
+    """Resumes stream partitions that faust left paused after a rebalance.
+
+    With several workers joining at once, a worker logged "Recovery complete" for an
+    assignment and then found `consumer.assignment()` empty: faust resumes the stream
+    partitions it reads from there, so the ones it had paused when the rebalance began
+    stayed paused. The worker fetched nothing from them for the whole generation (a CI run:
+    a signals worker with four partitions that took no message in 90 s). A partition
+    assigned to this worker, neither a changelog nor held back because its buffer is full,
+    and not fetched on three checks in a row while no recovery is running, is resumed.
+    """
+
+    def __init__(self, app: faust.App, checks: int = 3) -> None:
+        self.app, self.checks = app, checks
+        self._seen: dict[Any, int] = {}
+        self.resumed = 0
+
+    def stuck(self) -> set[Any]:
+        consumer = self.app.consumer
+        recovery = self.app.tables.recovery
+        if not recovery.completed.is_set() or recovery.in_recovery:
+            self._seen.clear()
+            return set()
+        active = consumer._get_active_partitions()
+        return {
+            tp
+            for tp in consumer.assignment()
+            if tp not in active
+            and tp not in consumer._buffered_partitions
+            and not consumer._is_changelog_tp(tp)
+        }
+
+    def check(self) -> set[Any]:
+        """One check: the partitions resumed now (stuck on `checks` checks in a row)."""
+        stuck = self.stuck()
+        self._seen = {tp: self._seen.get(tp, 0) + 1 for tp in stuck}
+        due = {tp for tp, n in self._seen.items() if n >= self.checks}
+        if due:
+            log.warning("resuming partitions faust left paused: %s", sorted(map(str, due)))
+            self.app.consumer.resume_partitions(due)
+            self.resumed += len(due)
+            for tp in due:
+                del self._seen[tp]
+        return due
+
+    def register(self, interval_s: float = 2.0) -> ForgottenPartitions:
+        async def resume_forgotten_partitions() -> None:
+            self.check()
+
+        self.app.timer(interval_s)(resume_forgotten_partitions)
+        return self

@@ -13,7 +13,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.app import deliver_every_message
+from streams.app import ForgottenPartitions, deliver_every_message
 
 TOPIC_PARTITION = TP("attributed", 3)
 
@@ -74,3 +74,45 @@ def test_offsets_that_never_come_are_committed_past_after_a_while() -> None:
     assert c._new_offset(TOPIC_PARTITION) is None
     now[0] = 61.0
     assert c._new_offset(TOPIC_PARTITION) == 502
+
+
+class FakeApp:
+    """What `ForgottenPartitions` reads of faust's app and consumer."""
+
+    def __init__(self, assigned: set[TP]) -> None:
+        completed = types.SimpleNamespace(is_set=lambda: True)
+        self.tables = types.SimpleNamespace(
+            recovery=types.SimpleNamespace(completed=completed, in_recovery=False)
+        )
+        self.consumer = types.SimpleNamespace(
+            assignment=lambda: assigned,
+            _active=set(assigned),
+            _buffered_partitions=set(),
+            _is_changelog_tp=lambda tp: tp.topic.endswith("-changelog"),
+        )
+        self.consumer._get_active_partitions = lambda: self.consumer._active
+        self.consumer.resume_partitions = lambda tps: self.consumer._active.update(tps)
+
+
+def test_a_partition_left_paused_after_a_rebalance_is_resumed() -> None:
+    paused, held_back, changelog = TP("attributed", 1), TP("attributed", 2), TP("x-changelog", 0)
+    app = FakeApp({TOPIC_PARTITION, paused, held_back, changelog})
+    app.consumer._active -= {paused, held_back, changelog}
+    app.consumer._buffered_partitions.add(held_back)  # its buffer is full: faust's own pause
+    watch = ForgottenPartitions(app, checks=3)  # type: ignore[arg-type]
+    assert watch.check() == set() and watch.check() == set()
+    assert watch.check() == {paused}  # the third check in a row
+    assert paused in app.consumer._active and watch.resumed == 1
+    assert watch.check() == set()
+
+
+def test_nothing_is_resumed_while_a_recovery_runs() -> None:
+    paused = TP("attributed", 1)
+    app = FakeApp({paused})
+    app.consumer._active.clear()
+    watch = ForgottenPartitions(app, checks=2)  # type: ignore[arg-type]
+    watch.check()
+    app.tables.recovery.in_recovery = True
+    assert watch.check() == set()  # and the count starts again
+    app.tables.recovery.in_recovery = False
+    assert watch.check() == set() and watch.check() == {paused}
