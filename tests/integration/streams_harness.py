@@ -62,30 +62,25 @@ class StreamsRun:
         wait_http(proc, f"http://127.0.0.1:{port}/identity/")
         self.workers[name] = (proc, port)
 
-    def stats(self) -> list[dict[str, Any]]:
-        found = []
-        for proc, port in self.workers.values():
-            if proc.alive():
-                try:
-                    status, body = http_get(f"http://127.0.0.1:{port}/identity/")
-                except OSError:
-                    continue
-                if status == 200:
-                    found.append(orjson.loads(body))
-        return found
-
-    def signals_stats(self) -> dict[str, Any]:
-        """Each live worker's signals-stage counters (what a failed comparison reports)."""
+    def _from_each_worker(self, path: str) -> dict[str, Any]:
+        """GET `path` from each live worker: its JSON body, else the status or the error."""
         found: dict[str, Any] = {}
         for name, (proc, port) in self.workers.items():
             if proc.alive():
                 try:
-                    status, body = http_get(f"http://127.0.0.1:{port}/signals/stats/")
+                    status, body = http_get(f"http://127.0.0.1:{port}{path}")
                 except OSError as exc:
-                    found[name] = repr(exc)
+                    found[name] = exc
                     continue
                 found[name] = orjson.loads(body) if status == 200 else status
         return found
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [s for s in self._from_each_worker("/identity/").values() if isinstance(s, dict)]
+
+    def signals_stats(self) -> dict[str, Any]:
+        """Each live worker's signals-stage counters (what a failed comparison reports)."""
+        return self._from_each_worker("/signals/stats/")
 
     def diagnosis(self, lines: int = 60) -> str:
         """Counters and the log tails of every worker, for a failure message."""
@@ -160,26 +155,31 @@ class StreamsRun:
             time.sleep(1.0)
 
 
-def score_counts(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> str:
-    """How many (person, category) scores are missing, extra or different, of how many."""
-    scores = sum(
-        1 for k in want.keys() & got.keys() if abs(got[k] - want[k]) > 1e-9 * max(1.0, want[k])
-    )
-    return (
-        f"{len(want.keys() - got.keys())} missing, {len(got.keys() - want.keys())} extra, "
-        f"{scores} different, of {len(want)} expected"
-    )
+Scores = dict[tuple[str, str], float]
 
 
-def score_diff(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> dict:
-    """What differs (at most 5 of each kind): empty when the scores agree."""
-    diff = {
-        "missing": sorted(want.keys() - got.keys())[:5],
-        "extra": sorted(got.keys() - want.keys())[:5],
+def _differences(got: Scores, want: Scores) -> dict[str, list]:
+    """Every (person, category) missing, extra, or with another score, sorted."""
+    return {
+        "missing": sorted(want.keys() - got.keys()),
+        "extra": sorted(got.keys() - want.keys()),
         "scores": [
             (k, got[k], want[k])
             for k in sorted(want.keys() & got.keys())
             if abs(got[k] - want[k]) > 1e-9 * max(1.0, want[k])
-        ][:5],
+        ],
     }
-    return {k: v for k, v in diff.items() if v}
+
+
+def score_counts(got: Scores, want: Scores) -> str:
+    """How many (person, category) scores are missing, extra or different, of how many."""
+    d = _differences(got, want)
+    return (
+        f"{len(d['missing'])} missing, {len(d['extra'])} extra, "
+        f"{len(d['scores'])} different, of {len(want)} expected"
+    )
+
+
+def score_diff(got: Scores, want: Scores) -> dict:
+    """What differs (at most 5 of each kind): empty when the scores agree."""
+    return {k: v[:5] for k, v in _differences(got, want).items() if v}
