@@ -8,6 +8,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from trackpipe.settings import Settings
 
@@ -48,24 +50,34 @@ class _NoReadOffsets(dict):
 
 
 def deliver_every_message(
-    consumer: Any, give_up_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    consumer: Any,
+    rewind_after_s: float = 3.0,
+    give_up_s: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Make faust's consumer hand every fetched message to the agents, and commit only what
-    they acknowledged.
+    """Make faust's consumer hand every fetched message to the agents, fetch again what its
+    streams threw away, and commit only what the agents acknowledged.
 
-    faust 0.15 drops a fetched message whose offset is below the last one it handed on
-    ("read offset"), and treats a jump in offsets as acknowledged ("gap"). When a worker
-    takes partitions over, the stream partitions are resumed *before* they are sought to
-    the committed offsets. Messages fetched in that window reach the agents. The seek then
-    moves the read offset back, the messages still in the fetch buffer jump ahead of it,
-    and the jump is marked acknowledged. The same messages fetched again after the seek
-    are dropped, since they are below the read offset. The two or three messages a
-    partition that were between the two deliveries reached no agent and were committed all
-    the same (found by killing a worker mid-stream: interests missing a merged person's
-    absorb; see docs/signals.md).
-    Without a read offset nothing is dropped and nothing is assumed acknowledged: messages
-    fetched twice reach the agents twice, which both stages apply once (stitching skips
-    input at or below its state's offset, signals recognise event ids and merges).
+    Three ways faust 0.15 loses messages when a worker takes partitions over (found by
+    killing a worker mid-stream; docs/signals.md):
+    - It drops a fetched message whose offset is below the last one it handed on ("read
+      offset"), and treats a jump in offsets as acknowledged ("gap"). The stream partitions
+      are resumed *before* they are sought to the committed offsets; the seek moves the read
+      offset back, the messages still in the fetch buffer jump ahead of it (marked
+      acknowledged), and the same messages fetched again are dropped as read already.
+      Without a read offset nothing is dropped and nothing is assumed acknowledged.
+    - A stream throws away a message it takes while flow control is suspended, or that was
+      fetched in an earlier generation. faust counts on the seek to the committed offsets
+      to fetch those again, but a partition with no committed offset yet (a topic the dead
+      worker had not committed) is not sought, so they were gone for good: a whole
+      record batch of the attributed topic in one run. After faust's seek, such partitions
+      are sought to their beginning, where a consumer without a committed offset starts.
+    - The same throwing away can follow the seek. Our agents acknowledge in the order they
+      receive, so a later message acknowledged while the one at the committed offset is not
+      means the latter never reached them: after `rewind_after_s` the partition is sought
+      back to the committed offset, once for that offset.
+    Messages fetched twice reach the agents twice, which both stages apply once (stitching
+    skips input at or below its state's offset, signals recognise event ids and merges).
 
     faust's commit also moves past the committed offset's own message when the next one is
     acknowledged first (`min(acked) - committed > 1`); the wrapper below waits for it. The
@@ -75,17 +87,29 @@ def deliver_every_message(
     logged, and committed past, as faust's gap bookkeeping would have done at once.
     """
     consumer._read_offset = _NoReadOffsets()
-    new_offset = consumer._new_offset
-    waiting: dict[Any, tuple[int, float]] = {}  # partition → (committed, since when)
+    new_offset, perform_seek = consumer._new_offset, consumer.perform_seek
+    # partition → (committed, since when, rewound yet)
+    waiting: dict[Any, tuple[int, float, bool]] = {}
 
     def _new_offset(tp: Any) -> int | None:
         acked, committed = consumer._acked.get(tp), consumer._committed_offset.get(tp)
         if acked and committed is not None and min(acked) > committed:
             seen = waiting.get(tp)
             if seen is None or seen[0] != committed:
-                waiting[tp] = (committed, clock())
+                waiting[tp] = (committed, clock(), False)
                 return None  # the message at the committed offset is not acknowledged yet
-            if clock() - seen[1] < give_up_s:
+            waited = clock() - seen[1]
+            if waited < rewind_after_s:
+                return None
+            if not seen[2]:
+                log.warning(
+                    "%s: offsets %d..%d skipped by the stream: fetching them again",
+                    tp, committed, min(acked) - 1,
+                )  # fmt: skip
+                consumer._thread.seek(tp, committed)  # what faust's own `_seek` calls
+                waiting[tp] = (committed, seen[1], True)
+                return None
+            if waited < give_up_s:
                 return None
             log.warning(
                 "%s: offsets %d..%d never arrived in %.0fs (out of retention?): committed past",
@@ -95,7 +119,23 @@ def deliver_every_message(
         waiting.pop(tp, None)
         return new_offset(tp)
 
-    consumer._new_offset = _new_offset
+    async def _perform_seek() -> None:
+        await perform_seek()
+        uncommitted = {
+            tp
+            for tp in consumer.assignment()
+            if consumer._committed_offset.get(tp) is None and not consumer._is_changelog_tp(tp)
+        }
+        if not uncommitted:
+            return
+        try:  # aiokafka's own call (faust's consumer has none), with aiokafka's partitions
+            await consumer._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in uncommitted)
+            )
+        except IllegalStateError as exc:  # no longer assigned: the next assignment seeks
+            log.warning("seeking %s to their beginning: %s", sorted(map(str, uncommitted)), exc)
+
+    consumer._new_offset, consumer.perform_seek = _new_offset, _perform_seek
 
 
 class ForgottenPartitions:

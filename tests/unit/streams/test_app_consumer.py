@@ -9,6 +9,7 @@ from __future__ import annotations
 import types
 from collections import defaultdict
 
+from aiokafka import TopicPartition
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -25,8 +26,27 @@ def faust_consumer(*, fixed: bool) -> types.SimpleNamespace:
         _gap=defaultdict(IntervalTree),
         _committed_offset=defaultdict(lambda: None),
         _read_offset=defaultdict(lambda: None),
+        sought=[],  # (partition, offset) of each seek, "beginning" for seek_to_beginning
+        assigned=set(),
     )
     c._new_offset = types.MethodType(Consumer._new_offset, c)
+
+    async def seek_to_beginning(*tps: TopicPartition) -> None:  # aiokafka's, in its thread
+        assert all(isinstance(tp, TopicPartition) for tp in tps)  # aiokafka's check
+        c.sought.extend((TP(tp.topic, tp.partition), "beginning") for tp in tps)
+
+    c._thread = types.SimpleNamespace(
+        seek=lambda tp, offset: c.sought.append((tp, offset)), seek_to_beginning=seek_to_beginning
+    )
+    c.assignment = lambda: c.assigned
+    c._is_changelog_tp = lambda tp: tp.topic.endswith("-changelog")
+
+    async def perform_seek() -> None:  # faust's: committed offsets of partitions that have one
+        c._committed_offset.update(committed)
+
+    committed: dict[TP, int] = {}
+    c.committed_in_kafka = committed
+    c.perform_seek = perform_seek
     if fixed:
         deliver_every_message(c)
     return c
@@ -61,9 +81,31 @@ def test_a_first_commit_takes_the_acknowledged_run() -> None:
     assert c._new_offset(TOPIC_PARTITION) == 3
 
 
+def test_messages_the_stream_skipped_are_fetched_again_once() -> None:
+    # The agents acknowledge in the order they receive: 17..26 acknowledged with 16 not
+    # means the stream threw 16 away. The partition is sought back to it, once.
+    now = [0.0]
+    c = faust_consumer(fixed=False)
+    deliver_every_message(c, rewind_after_s=3.0, give_up_s=60.0, clock=lambda: now[0])
+    c._committed_offset[TOPIC_PARTITION] = 16
+    ack(c, *range(27, 40))
+    assert c._new_offset(TOPIC_PARTITION) is None
+    now[0] = 2.0
+    assert c._new_offset(TOPIC_PARTITION) is None
+    assert c.sought == []  # a slow agent gets its time
+    now[0] = 3.5
+    assert c._new_offset(TOPIC_PARTITION) is None
+    assert c.sought == [(TOPIC_PARTITION, 16)]
+    now[0] = 10.0
+    assert c._new_offset(TOPIC_PARTITION) is None
+    assert c.sought == [(TOPIC_PARTITION, 16)]  # not again for the same offset
+    ack(c, *range(16, 27))  # fetched again, and acknowledged
+    assert c._new_offset(TOPIC_PARTITION) == 40
+
+
 def test_offsets_that_never_come_are_committed_past_after_a_while() -> None:
     # A committed offset out of the topic's retention: the consumer starts at the log's
-    # start, and the messages before it never arrive.
+    # start, and the messages before it never arrive, even after the seek back.
     now = [0.0]
     c = faust_consumer(fixed=False)
     deliver_every_message(c, give_up_s=60.0, clock=lambda: now[0])
@@ -72,8 +114,24 @@ def test_offsets_that_never_come_are_committed_past_after_a_while() -> None:
     assert c._new_offset(TOPIC_PARTITION) is None
     now[0] = 59.0
     assert c._new_offset(TOPIC_PARTITION) is None
+    assert c.sought == [(TOPIC_PARTITION, 100)]
     now[0] = 61.0
     assert c._new_offset(TOPIC_PARTITION) == 502
+
+
+def test_partitions_without_a_committed_offset_are_sought_to_their_beginning() -> None:
+    # faust seeks only partitions with a committed offset; what a stream threw away in the
+    # others before that seek would never come again.
+    import asyncio
+
+    c = faust_consumer(fixed=True)
+    committed, fresh = TP("attributed", 0), TP("attributed", 1)
+    changelog = TP("app-signals-profiles-changelog", 1)
+    c.assigned = {committed, fresh, changelog}
+    c.committed_in_kafka[committed] = 127
+    asyncio.run(c.perform_seek())
+    assert c.sought == [(fresh, "beginning")]
+    assert c._committed_offset[committed] == 127
 
 
 class FakeApp:
