@@ -37,8 +37,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
-    deliver_every_message(app.consumer)
+    handed_on = deliver_every_message(app.consumer)
     ForgottenPartitions(app).register()
+    SkippedTails(app, handed_on).register()
     return app
 
 
@@ -54,7 +55,7 @@ def deliver_every_message(
     rewind_after_s: float = 3.0,
     give_up_s: float = 60.0,
     clock: Callable[[], float] = time.monotonic,
-) -> None:
+) -> dict[Any, int]:
     """Make faust's consumer hand every fetched message to the agents, fetch again what its
     streams threw away, and commit only what the agents acknowledged.
 
@@ -85,8 +86,18 @@ def deliver_every_message(
     topic's retention (the consumer resets to the log's start): after `give_up_s` of
     waiting with later messages acknowledged, the offsets before them are taken as gone,
     logged, and committed past, as faust's gap bookkeeping would have done at once.
+
+    Returns partition → the offset of the last message handed on to the streams.
     """
     consumer._read_offset = _NoReadOffsets()
+    handed_on: dict[Any, int] = {}
+    on_message = consumer.callback
+
+    async def callback(message: Any) -> Any:
+        handed_on[message.tp] = message.offset
+        return await on_message(message)
+
+    consumer.callback = callback
     new_offset, perform_seek = consumer._new_offset, consumer.perform_seek
     # partition → (committed, since when, rewound yet)
     waiting: dict[Any, tuple[int, float, bool]] = {}
@@ -136,6 +147,7 @@ def deliver_every_message(
             log.warning("seeking %s to their beginning: %s", sorted(map(str, uncommitted)), exc)
 
     consumer._new_offset, consumer.perform_seek = _new_offset, _perform_seek
+    return handed_on
 
 
 class ForgottenPartitions:
@@ -188,4 +200,69 @@ class ForgottenPartitions:
             self.check()
 
         self.app.timer(interval_s)(resume_forgotten_partitions)
+        return self
+
+
+class SkippedTails:
+    """Fetches again the last messages of a partition when a stream threw them away.
+
+    `deliver_every_message` sees a thrown-away message once a later one of its partition is
+    acknowledged. When nothing follows it (the last batches sent to the stitching owner
+    before a rebalance), its partition would wait for good: a message at or after the
+    committed offset was handed on to the streams, yet none of the partition's messages is
+    in an agent's hands or waiting for its commit. After `checks` checks like that in a row,
+    the partition is sought back to its committed offset (to its beginning without one).
+    A message only waiting in a stream's buffer that long (an agent stuck for as long) is
+    fetched twice, which the stages apply once.
+    """
+
+    def __init__(self, app: faust.App, handed_on: dict[Any, int], checks: int = 5) -> None:
+        self.app, self.handed_on, self.checks = app, handed_on, checks
+        self._seen: dict[Any, int] = {}
+        self.rewound = 0
+
+    def lost(self) -> dict[Any, int | None]:
+        """Partition → committed offset, for each partition whose handed-on tail is lost."""
+        consumer = self.app.consumer
+        recovery = self.app.tables.recovery
+        if not recovery.completed.is_set() or recovery.in_recovery:
+            self._seen.clear()
+            return {}
+        in_hand = {m.tp for m in list(consumer._unacked_messages)}
+        found: dict[Any, int | None] = {}
+        for tp in consumer.assignment():
+            last = self.handed_on.get(tp)
+            if last is None or tp in in_hand or consumer._acked.get(tp):
+                continue
+            committed = consumer._committed_offset.get(tp)
+            if (committed is None or last >= committed) and not consumer._is_changelog_tp(tp):
+                found[tp] = committed
+        return found
+
+    async def check(self) -> dict[Any, int | None]:
+        """One check: the partitions sought back now (lost on `checks` checks in a row)."""
+        lost = self.lost()
+        self._seen = {tp: self._seen.get(tp, 0) + 1 for tp in lost}
+        due = {tp: lost[tp] for tp, n in self._seen.items() if n >= self.checks}
+        for tp, committed in due.items():
+            log.warning("%s: messages from %s on skipped by the stream: fetching them again",
+                        tp, "the beginning" if committed is None else committed)  # fmt: skip
+            del self._seen[tp]
+            self.handed_on.pop(tp, None)
+            thread = self.app.consumer._thread
+            try:
+                if committed is None:
+                    await thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
+                else:
+                    thread.seek(tp, committed)
+            except IllegalStateError as exc:  # no longer assigned: the next owner seeks
+                log.warning("seeking %s back: %s", tp, exc)
+        self.rewound += len(due)
+        return due
+
+    def register(self, interval_s: float = 2.0) -> SkippedTails:
+        async def fetch_skipped_tails_again() -> None:
+            await self.check()
+
+        self.app.timer(interval_s)(fetch_skipped_tails_again)
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,6 +99,10 @@ class Batcher:
         self.suppressions = suppressions
         self._ready = ready
         self._newest: dict[TopicPartition, int] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._active_at: dict[TopicPartition, float] = {}  # last fetched a record, or assigned
+        self._marked_at: dict[TopicPartition, float] = {}  # last idle marker sent
+        self.clock = time.monotonic
 
     async def _pace(self, consumer: AIOKafkaConsumer, polled: dict) -> None:
         """Keep this batcher's partitions within half the allowed lateness of each other.
@@ -126,6 +131,36 @@ class Batcher:
         ahead = {tp for tp in assigned if self._newest.get(tp, 0) > limit}
         consumer.pause(*ahead)
         consumer.resume(*(assigned - ahead))
+
+    async def _idle(self, consumer: AIOKafkaConsumer, polled: dict) -> list[bytes]:
+        """Markers for the assigned raw partitions read to their end and quiet for
+        `identity_idle_s`: one at once, then one every 10 s (at most) while they stay so.
+
+        The stage's watermark follows the slowest raw partition; without these, a partition
+        no device writes to (a small site) would hold it back for good, and sessions would
+        never close nor links apply. The marker's time, now minus the idle time, is the event
+        time the partition is taken to have reached: live events carry times near now.
+        """
+        now = self.clock()
+        assigned = consumer.assignment()
+        for tp in assigned:
+            if polled.get(tp) or tp not in self._assigned:
+                self._active_at[tp] = now
+        self._assigned = set(assigned)
+        idle_s = self.settings.identity_idle_s
+        markers = []
+        for tp in sorted(assigned):
+            if (
+                now - self._active_at[tp] < idle_s
+                or now - self._marked_at.get(tp, -math.inf) < min(idle_s, 10.0)
+                or (highwater := consumer.highwater(tp)) is None
+                or await consumer.position(tp) < highwater
+            ):
+                continue
+            self._marked_at[tp] = now
+            event_ms = int((time.time() - idle_s) * 1000)
+            markers.append(orjson.dumps({"p": tp.partition, "e": [], "last": -1, "idle": event_ms}))
+        return markers
 
     def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         s = self.settings
@@ -173,9 +208,10 @@ class Batcher:
         polled = await consumer.getmany(
             timeout_ms=int(self.settings.identity_flush_seconds * 1000), max_records=size * 8
         )
+        sends = [await producer.send(self.target, m) for m in await self._idle(consumer, polled)]
         if not any(polled.values()):
+            await asyncio.gather(*sends)
             return
-        sends = []
         commits: dict[TopicPartition, int] = {}
         for tp, messages in polled.items():
             records = [(m.offset, m.value) for m in messages if m.value is not None]

@@ -166,8 +166,20 @@ class Engine:
                         keys.append(key)
         return keys
 
-    def apply(self, partition: int, events: Iterable[list[Any]], last: int = -1) -> None:
-        """Apply one raw partition's batch; what changed accumulates until `flush`."""
+    def apply(
+        self,
+        partition: int,
+        events: Iterable[list[Any]],
+        last: int = -1,
+        idle_ms: int | None = None,
+    ) -> None:
+        """Apply one raw partition's batch; what changed accumulates until `flush`.
+
+        `idle_ms`: the partition is idle (read to its end, quiet for a while): take its event
+        time as at least that, so that it stops holding the watermark back.
+        """
+        if idle_ms is not None and idle_ms > self.newest.get(partition, NO_WATERMARK):
+            self.newest[partition] = idle_ms
         done = self.applied.get(partition, -1)
         for ev in events:
             if ev[OFFSET] <= done:

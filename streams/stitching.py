@@ -378,7 +378,9 @@ class Stitching:
                             erased = True
                     elif batch["p"] >= 0 and offset > engine.version:
                         t = time.perf_counter()
-                        engine.apply(batch["p"], self.allowed(batch["e"]), batch["last"])
+                        engine.apply(
+                            batch["p"], self.allowed(batch["e"]), batch["last"], batch.get("idle")
+                        )
                         self._took("engine_apply", t)
                     self._applied = max(self._applied, offset)
                     self._unacked.append(event)

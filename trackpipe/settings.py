@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     topic_late: str = Field("", description="events beyond the allowed lateness; <raw>.late")
     session_gap_s: float = 30 * 60
     allowed_lateness_s: float = 10 * 60
+    identity_idle_s: float = Field(
+        5 * 60,
+        description="a raw partition read to its end and quiet this long stops holding the "
+        "watermark back: its event time is taken as now minus this",
+    )
     identity_limits: dict[str, int] = Field(
         default_factory=lambda: {"user": 1, "email": 3, "app": 5, "adid": 5, "cookie": 20}
     )

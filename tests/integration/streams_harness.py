@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,21 @@ class StreamsRun:
         ensure_topics(self.settings)
         ensure_topics(self.settings, signals_topics(self.settings))
 
-    def produce(self, events: list[dict], closers: list[dict] = ()) -> None:  # type: ignore[assignment]
+    def produce(
+        self,
+        events: list[dict],
+        closers: list[dict] = (),  # type: ignore[assignment]
+        partitions: int | None = None,
+    ) -> None:
+        """Events keyed by device; with `partitions`, each device's on one of the first
+        `partitions` partitions only (the others get none)."""
         producer = KafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap.split(","), acks="all", linger_ms=5
         )
         for e in events:
-            producer.send(self.settings.topic_raw, orjson.dumps(e), key=e["device_id"].encode())
+            key = e["device_id"].encode()
+            p = None if partitions is None else zlib.crc32(key) % partitions
+            producer.send(self.settings.topic_raw, orjson.dumps(e), key=key, partition=p)
         for p, e in enumerate(closers):  # one per partition: moves every watermark on
             producer.send(self.settings.topic_raw, orjson.dumps(e), partition=p)
         producer.flush()

@@ -88,11 +88,7 @@ def test_workers_match_the_offline_reference(run: StreamsRun, traffic, workers: 
     stats = run.wait_flushed(len(events) + len(closers))
     assert stats["flushed"]["late"] == 0 and stats["flushed"]["merges"] > 0
     assert_matches_reference(run, expected)
-    if workers == 1:
-        # Three workers starting at once: the signals stage's interests still miss updates
-        # in some runs (docs/signals.md, limits: open). The join/leave and SIGKILL tests
-        # below compare the interests across rebalances and restarts.
-        assert_interests_match(run, events + closers, expected)
+    assert_interests_match(run, events + closers, expected)
 
 
 def assert_outcome(run: StreamsRun, traffic: tuple, fault: str, started: float) -> None:
@@ -173,3 +169,27 @@ def test_events_beyond_the_lateness_are_counted_and_published(run: StreamsRun, t
         e for _, v in read_all(run.settings.kafka_bootstrap, late_topic) for e in orjson.loads(v)
     ]
     assert [e[1] for e in published] == ["too-late"]
+
+
+def test_idle_partitions_stop_holding_sessions_and_links_back(run: StreamsRun, traffic) -> None:
+    """No closing events, and one raw partition that never gets any: once the partitions
+    are read to their end and quiet for `identity_idle_s`, every session closes and every
+    link applies, as in the reference."""
+    events, _, _ = traffic
+    expected = reference(events, GAP, LIMITS)
+    run.overrides["identity_idle_s"] = 2
+    run.start("worker")
+    run.produce(events, partitions=3)  # of 4
+    run.wait_flushed(len(events))
+
+    def live(table: str) -> list[dict]:
+        return [r for r in run.rows(table) if not r["superseded_by"]]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = live("sessions")
+        if rows and all(r["is_final"] for r in rows) and run.identities() == expected[0]:
+            break
+        time.sleep(0.5)
+    assert_matches_reference(run, expected)
+    assert all(r["is_final"] for r in live("sessions") + live("device_sessions"))

@@ -14,7 +14,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.app import ForgottenPartitions, deliver_every_message
+from streams.app import ForgottenPartitions, SkippedTails, deliver_every_message
 
 TOPIC_PARTITION = TP("attributed", 3)
 
@@ -28,7 +28,13 @@ def faust_consumer(*, fixed: bool) -> types.SimpleNamespace:
         _read_offset=defaultdict(lambda: None),
         sought=[],  # (partition, offset) of each seek, "beginning" for seek_to_beginning
         assigned=set(),
+        delivered=[],  # what reached the streams
     )
+
+    async def callback(message: types.SimpleNamespace) -> None:  # faust's conductor
+        c.delivered.append(message)
+
+    c.callback = callback
     c._new_offset = types.MethodType(Consumer._new_offset, c)
 
     async def seek_to_beginning(*tps: TopicPartition) -> None:  # aiokafka's, in its thread
@@ -73,6 +79,16 @@ def test_the_commit_waits_for_the_message_at_the_committed_offset() -> None:
         assert c._new_offset(TOPIC_PARTITION) == first_commit  # faust alone skips 268
     ack(c, 268)
     assert c._new_offset(TOPIC_PARTITION) == 271
+
+
+def test_the_offset_of_each_message_handed_on_is_known() -> None:
+    import asyncio
+
+    c = faust_consumer(fixed=False)
+    handed_on = deliver_every_message(c)
+    message = types.SimpleNamespace(tp=TOPIC_PARTITION, offset=41)
+    asyncio.run(c.callback(message))
+    assert c.delivered == [message] and handed_on == {TOPIC_PARTITION: 41}
 
 
 def test_a_first_commit_takes_the_acknowledged_run() -> None:
@@ -174,3 +190,39 @@ def test_nothing_is_resumed_while_a_recovery_runs() -> None:
     assert watch.check() == set()  # and the count starts again
     app.tables.recovery.in_recovery = False
     assert watch.check() == set() and watch.check() == {paused}
+
+
+def tails_app(assigned: set[TP]) -> FakeApp:
+    app = FakeApp(assigned)
+    c = app.consumer
+    c._unacked_messages, c._acked, c._committed_offset, c.sought = [], {}, {}, []
+    c._thread = types.SimpleNamespace(seek=lambda tp, offset: c.sought.append((tp, offset)))
+    return app
+
+
+def test_a_lost_tail_is_fetched_again_after_checks_in_a_row() -> None:
+    import asyncio
+
+    lost, done, busy = TP("identity-in", 0), TP("attributed", 0), TP("attributed", 1)
+    app = tails_app({lost, done, busy})
+    c = app.consumer
+    # lost: 40..42 were handed on, no agent holds them, none waits for its commit.
+    handed_on = {lost: 42, done: 17, busy: 9}
+    c._committed_offset.update({lost: 40, done: 18, busy: 5})  # done: 17 is committed
+    c._unacked_messages.append(types.SimpleNamespace(tp=busy))  # in an agent's hands
+    tails = SkippedTails(app, handed_on, checks=3)  # type: ignore[arg-type]
+    assert asyncio.run(tails.check()) == {} and asyncio.run(tails.check()) == {}
+    assert asyncio.run(tails.check()) == {lost: 40}
+    assert c.sought == [(lost, 40)] and tails.rewound == 1
+    assert asyncio.run(tails.check()) == {}  # handed on again from 40 before it counts
+
+
+def test_a_tail_waiting_for_its_commit_is_not_lost() -> None:
+    import asyncio
+
+    tp = TP("attributed", 2)
+    app = tails_app({tp})
+    app.consumer._committed_offset[tp] = 10
+    app.consumer._acked[tp] = [10, 11]  # acknowledged: the next commit takes them
+    tails = SkippedTails(app, {tp: 11}, checks=1)  # type: ignore[arg-type]
+    assert asyncio.run(tails.check()) == {}

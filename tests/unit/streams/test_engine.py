@@ -237,3 +237,26 @@ def test_a_revenue_that_is_not_a_finite_number_counts_as_none(revenue: object) -
     event = generate(1)[0] | {"revenue": revenue}
     packed = compact(0, orjson.dumps(event))
     assert packed is not None and packed[13] == 0.0
+
+
+def test_an_idle_partition_stops_holding_the_watermark_back() -> None:
+    import orjson
+
+    t0 = 1_764_000_000_000
+    login = {"event_id": "a", "ts_ms": t0, "device_id": "d1", "user_id": "u1"}
+    later = {"event_id": "b", "ts_ms": t0 + 5_000, "device_id": "d2", "user_id": "u1"}
+    engine = Engine(2, GAP, LATENESS, LIMITS)
+    engine.apply(0, [compact(0, orjson.dumps(login)), compact(1, orjson.dumps(later))])
+    on = later | {"event_id": "c", "ts_ms": t0 + 2 * HORIZON}  # partition 0 moves on
+    engine.apply(0, [compact(2, orjson.dumps(on))])
+    out = engine.flush(1)
+    # Partition 1 never had an event: no watermark, no link applied, nothing closed.
+    assert engine.counters.merges == 0 and not any(r["is_final"] for r in out.sessions)
+    engine.apply(1, [], idle_ms=t0 + 3 * HORIZON)  # the batcher's marker
+    out = engine.flush(2)
+    assert engine.counters.merges == 2  # d1, d2 and u1: one person
+    final = [r for r in out.sessions if r["is_final"] and not r["superseded_by"]]
+    assert [(r["events"], r["devices"]) for r in final] == [(2, ["d1", "d2"])]  # cross-device
+    assert engine.newest[1] == t0 + 3 * HORIZON
+    engine.apply(1, [], idle_ms=t0)  # an older marker never moves a partition back
+    assert engine.newest[1] == t0 + 3 * HORIZON
