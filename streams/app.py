@@ -117,8 +117,11 @@ def deliver_every_message(
                     "%s: offsets %d..%d skipped by the stream: fetching them again",
                     tp, committed, min(acked) - 1,
                 )  # fmt: skip
-                consumer._thread.seek(tp, committed)  # what faust's own `_seek` calls
                 waiting[tp] = (committed, seen[1], True)
+                try:
+                    consumer._thread.seek(tp, committed)  # what faust's own `_seek` calls
+                except IllegalStateError as exc:  # revoked meanwhile: the next owner seeks
+                    log.warning("seeking %s back: %s", tp, exc)
                 return None
             if waited < give_up_s:
                 return None
