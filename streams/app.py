@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from streams.heap import tables_recovered
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,33 @@ class _NoReadOffsets(dict):
 
     def __getitem__(self, key: Hashable) -> None:
         return None
+
+
+def _seek(consumer: Any, tp: Any, offset: int) -> None:
+    try:
+        consumer._thread.seek(tp, offset)  # what faust's own `Consumer._seek` calls
+    except IllegalStateError as exc:  # revoked meanwhile: the next owner seeks
+        log.warning("seeking %s back to %d: %s", tp, offset, exc)
+
+
+async def _seek_to_beginning(consumer: Any, tps: Iterable[Any]) -> None:
+    tps = sorted(tps)
+    try:  # aiokafka's own call (faust's consumer has none), with aiokafka's partitions
+        await consumer._thread.seek_to_beginning(
+            *(TopicPartition(tp.topic, tp.partition) for tp in tps)
+        )
+    except IllegalStateError as exc:  # no longer assigned: the next assignment seeks
+        log.warning("seeking %s to their beginning: %s", [str(tp) for tp in tps], exc)
+
+
+def _in_a_row(seen: dict[Any, int], found: Iterable[Any], checks: int) -> set[Any]:
+    """Count the checks in a row each partition was found on (`seen`, updated in place);
+    the ones found on `checks` checks in a row are returned and counted afresh."""
+    counts = {tp: seen.get(tp, 0) + 1 for tp in found}
+    due = {tp for tp, n in counts.items() if n >= checks}
+    seen.clear()
+    seen.update((tp, n) for tp, n in counts.items() if tp not in due)
+    return due
 
 
 def deliver_every_message(
@@ -118,10 +146,7 @@ def deliver_every_message(
                     tp, committed, min(acked) - 1,
                 )  # fmt: skip
                 waiting[tp] = (committed, seen[1], True)
-                try:
-                    consumer._thread.seek(tp, committed)  # what faust's own `_seek` calls
-                except IllegalStateError as exc:  # revoked meanwhile: the next owner seeks
-                    log.warning("seeking %s back: %s", tp, exc)
+                _seek(consumer, tp, committed)
                 return None
             if waited < give_up_s:
                 return None
@@ -140,14 +165,8 @@ def deliver_every_message(
             for tp in consumer.assignment()
             if consumer._committed_offset.get(tp) is None and not consumer._is_changelog_tp(tp)
         }
-        if not uncommitted:
-            return
-        try:  # aiokafka's own call (faust's consumer has none), with aiokafka's partitions
-            await consumer._thread.seek_to_beginning(
-                *(TopicPartition(tp.topic, tp.partition) for tp in uncommitted)
-            )
-        except IllegalStateError as exc:  # no longer assigned: the next assignment seeks
-            log.warning("seeking %s to their beginning: %s", sorted(map(str, uncommitted)), exc)
+        if uncommitted:
+            await _seek_to_beginning(consumer, uncommitted)
 
     consumer._new_offset, consumer.perform_seek = _new_offset, _perform_seek
     return handed_on
@@ -172,9 +191,7 @@ class ForgottenPartitions:
 
     def stuck(self) -> set[Any]:
         consumer = self.app.consumer
-        recovery = self.app.tables.recovery
-        if not recovery.completed.is_set() or recovery.in_recovery:
-            self._seen.clear()
+        if not tables_recovered(self.app):
             return set()
         active = consumer._get_active_partitions()
         return {
@@ -187,15 +204,11 @@ class ForgottenPartitions:
 
     def check(self) -> set[Any]:
         """One check: the partitions resumed now (stuck on `checks` checks in a row)."""
-        stuck = self.stuck()
-        self._seen = {tp: self._seen.get(tp, 0) + 1 for tp in stuck}
-        due = {tp for tp, n in self._seen.items() if n >= self.checks}
+        due = _in_a_row(self._seen, self.stuck(), self.checks)
         if due:
             log.warning("resuming partitions faust left paused: %s", sorted(map(str, due)))
             self.app.consumer.resume_partitions(due)
             self.resumed += len(due)
-            for tp in due:
-                del self._seen[tp]
         return due
 
     def register(self, interval_s: float = 2.0) -> ForgottenPartitions:
@@ -227,9 +240,7 @@ class SkippedTails:
     def lost(self) -> dict[Any, int | None]:
         """Partition → committed offset, for each partition whose handed-on tail is lost."""
         consumer = self.app.consumer
-        recovery = self.app.tables.recovery
-        if not recovery.completed.is_set() or recovery.in_recovery:
-            self._seen.clear()
+        if not tables_recovered(self.app):
             return {}
         in_hand = {m.tp for m in list(consumer._unacked_messages)}
         found: dict[Any, int | None] = {}
@@ -245,21 +256,15 @@ class SkippedTails:
     async def check(self) -> dict[Any, int | None]:
         """One check: the partitions sought back now (lost on `checks` checks in a row)."""
         lost = self.lost()
-        self._seen = {tp: self._seen.get(tp, 0) + 1 for tp in lost}
-        due = {tp: lost[tp] for tp, n in self._seen.items() if n >= self.checks}
+        due = {tp: lost[tp] for tp in _in_a_row(self._seen, lost, self.checks)}
         for tp, committed in due.items():
             log.warning("%s: messages from %s on skipped by the stream: fetching them again",
                         tp, "the beginning" if committed is None else committed)  # fmt: skip
-            del self._seen[tp]
             self.handed_on.pop(tp, None)
-            thread = self.app.consumer._thread
-            try:
-                if committed is None:
-                    await thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
-                else:
-                    thread.seek(tp, committed)
-            except IllegalStateError as exc:  # no longer assigned: the next owner seeks
-                log.warning("seeking %s back: %s", tp, exc)
+            if committed is None:
+                await _seek_to_beginning(self.app.consumer, [tp])
+            else:
+                _seek(self.app.consumer, tp, committed)
         self.rewound += len(due)
         return due
 

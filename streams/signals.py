@@ -42,6 +42,7 @@ from schemas.tables import (
     PROFILES_COLUMNS,
 )
 from streams.audiences import load_audiences
+from streams.heap import tables_recovered
 from streams.person_updates import Update, load_url_categories, on_absorb, on_batch, on_merge
 from streams.profiles import SignalsConfig
 from streams.sink import WarehouseSink
@@ -147,9 +148,7 @@ class SignalsStage:
 
     @property
     def recovered(self) -> bool:
-        recovery = self.app.tables.recovery
-        # `completed` is set once; `in_recovery` is true again while a rebalance reloads.
-        return recovery.completed.is_set() and not recovery.in_recovery
+        return tables_recovered(self.app)
 
     async def _process(self, stream: StreamT) -> None:
         manual = stream.noack()
