@@ -57,7 +57,11 @@ async def serve(
     log.info(
         "collector listening on http://%s:%d", settings.collector_host, settings.collector_port
     )
-    await stop.wait()
+    sink.serve_on(loop)  # reports on this loop, not on a thread waiting for its lock
+    try:
+        await stop.wait()
+    finally:
+        sink.serve_on(None)
     log.info("collector stopping: no new connections, flushing Kafka")
     server.close()
     # Since 3.12 this also waits for idle keep-alive connections: bound it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -44,6 +45,9 @@ class EventSink(ABC):
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
 
+    def serve_on(self, loop: asyncio.AbstractEventLoop | None) -> None:  # noqa: B027 - optional
+        """Do background work that needs the interpreter lock on `loop`; None: on threads again."""
+
 
 # Called from the producer's thread for each record that failed: (error, topic, key, value).
 # Successes are not reported one by one: a report per record made the producer's thread take
@@ -81,6 +85,13 @@ class Producer(ABC):
 
     def observe_latency(self, observer: LatencyObserver) -> None:  # noqa: B027 - optional
         """Have produce latencies reported to `observer` (from the producer's thread)."""
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop | None) -> None:  # noqa: B027 - optional
+        """Serve reports from `loop` (a timer on it) instead of a thread; None hands them back.
+
+        For clients whose reports need a Python thread: under load that thread would wait for
+        the interpreter lock most of the time, woken each time the loop releases it.
+        """
 
     def abandon_queued(self) -> None:  # noqa: B027 - optional: not every client can purge
         """Fail records not yet sent to the broker now instead of at their timeout."""

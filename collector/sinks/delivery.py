@@ -15,6 +15,7 @@ A record the spool cannot take (full) is refused and counted in `events_refused_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -96,6 +97,9 @@ class DeliverySink(EventSink):
                 self._held_bytes += len(key) + len(value)
             else:  # spooling, or fenced for so long that memory would run out
                 self._spool_or_refuse([record])
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._producer.serve_on(loop)
 
     @property
     def healthy(self) -> bool:
