@@ -131,10 +131,12 @@ def run_stage_worker() -> None:
     import faust
 
     from streams.app import create_app
+    from streams.heap import freeze_heap_after_recovery
     from streams.stitching import Stitching
 
     settings = Settings()
     app = create_app(settings)
+    freeze_heap_after_recovery(app)  # as streams/worker.py does
     stitching = Stitching(app, settings)
     stitching.register()
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
