@@ -12,6 +12,14 @@ report arrives and, once the delivery timeout and a grace period have passed wit
 fails the record itself: its failure report spools it. A report arriving after that is
 ignored; if it was a success, the record is in Kafka and in the spool (delivered twice,
 which at-least-once delivery allows: consumers de-duplicate by event id).
+
+A client that lets records go unreported is wedged: in a clean-clone run of the same test
+it never reconnected after the broker came back ("No node available for metadata refresh"
+for the 90 s the test waited), so every replay timed out again. Whenever the watchdog has
+had to fail records itself it replaces the client with a fresh one, which bootstraps again
+(at most every `renew_every_s`; while Kafka is still away the new client cannot be built,
+and the next round tries again). Records sent through the old client meanwhile are failed by
+the watchdog like any other unreported record, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,20 +51,27 @@ class KafkaPythonProducer(Producer):
         idempotence: bool = True,
         delivery_timeout_s: float = 10.0,
         report_grace_s: float = 2.0,
+        renew_every_s: float = 5.0,
     ) -> None:
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","),
-            acks="all",
-            enable_idempotence=idempotence,
-            linger_ms=20,  # the HTTP answer never waits for Kafka: fuller batches are cheaper
-            retries=2**31 - 1 if idempotence else 5,
-            max_in_flight_requests_per_connection=5 if idempotence else 1,
-            request_timeout_ms=max(500, int(delivery_timeout_s * 500)),
-            delivery_timeout_ms=int(delivery_timeout_s * 1000),
+        self._options = {
+            "bootstrap_servers": bootstrap.split(","),
+            "acks": "all",
+            "enable_idempotence": idempotence,
+            "linger_ms": 20,  # the HTTP answer never waits for Kafka: fuller batches are cheaper
+            "retries": 2**31 - 1 if idempotence else 5,
+            "max_in_flight_requests_per_connection": 5 if idempotence else 1,
+            "request_timeout_ms": max(500, int(delivery_timeout_s * 500)),
+            "delivery_timeout_ms": int(delivery_timeout_s * 1000),
             # send() blocks while the buffer is full or metadata is missing: on the event
             # loop that must stay short; the caller spools instead.
-            max_block_ms=1000,
-        )
+            "max_block_ms": 1000,
+            # The spool holds the events while Kafka is away: reconnect soon after it is back.
+            "reconnect_backoff_max_ms": 1000,
+        }
+        self._producer = KafkaProducer(**self._options)
+        self._renew_every_s = renew_every_s
+        self._renewed_at = time.monotonic()
+        self.renewals = 0
         self._give_up_after = delivery_timeout_s + report_grace_s
         self._lock = threading.Lock()
         self._giving_up = threading.Lock()
@@ -118,8 +133,8 @@ class KafkaPythonProducer(Producer):
             with self._lock:
                 self._reporting -= 1
 
-    def _give_up_overdue(self) -> None:
-        """Fail, oldest first, every record whose report is overdue."""
+    def _give_up_overdue(self) -> int:
+        """Fail, oldest first, every record whose report is overdue; how many there were."""
         with self._giving_up:  # one at a time: the reports reach the spool in produce order
             now = time.monotonic()
             overdue: list[_InFlight] = []
@@ -135,11 +150,33 @@ class KafkaPythonProducer(Producer):
                 log.error("%d records without a delivery report: failing them", len(overdue))
             for record in overdue:
                 self._report(record, KafkaTimeoutError("no delivery report within the timeout"))
+        return len(overdue)
+
+    def _renew(self) -> None:
+        """Replace a wedged client with a fresh one (the watchdog's thread only: building a
+        client can block for seconds while it bootstraps)."""
+        if time.monotonic() - self._renewed_at < self._renew_every_s:
+            return
+        self._renewed_at = time.monotonic()
+        try:
+            fresh = KafkaProducer(**self._options)
+        except Exception as exc:  # Kafka still away: the next round tries again
+            log.warning("kafka-python client not renewed yet: %s", exc)
+            return
+        if self._closed.is_set():  # closed meanwhile: the fresh client would outlive us
+            fresh.close(timeout=0)
+            return
+        old, self._producer = self._producer, fresh
+        self.renewals += 1
+        log.warning("kafka-python client renewed: it had left records unreported")
+        with contextlib.suppress(Exception):
+            old.close(timeout=0)
 
     def _watch(self) -> None:
         while not self._closed.wait(0.5):
             try:
-                self._give_up_overdue()
+                if self._give_up_overdue() and not self._closed.is_set():
+                    self._renew()
             except Exception:  # a failing report must not stop the watch
                 log.exception("giving up overdue records failed")
 
@@ -149,5 +186,5 @@ class KafkaPythonProducer(Producer):
         self._give_up_overdue()
 
     def close(self, timeout: float) -> None:
+        self._closed.set()  # no renewal from here on
         self._producer.close(timeout=timeout)
-        self._closed.set()

@@ -91,3 +91,56 @@ def test_a_record_the_client_refuses_is_not_left_pending(producer) -> None:
     with pytest.raises(ValueError):
         producer.produce("raw", b"k", b"v", lambda *a: None)
     assert producer.pending == 0
+
+
+class FlakyConstruction(SilentClient):
+    """A client that cannot be built while `down` (Kafka away)."""
+
+    down = False
+
+    def __init__(self, **config: object) -> None:
+        if FlakyConstruction.down:
+            raise RuntimeError("NoBrokersAvailable")
+        super().__init__(**config)
+        self.closed = False
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+def test_a_client_that_left_records_unreported_is_replaced(monkeypatch) -> None:
+    # The broker-outage test once saw kafka-python never reconnect after the broker was back.
+    FlakyConstruction.down = False
+    monkeypatch.setattr(kafka_sink, "KafkaProducer", FlakyConstruction)
+    p = kafka_sink.KafkaPythonProducer(
+        "k:9092", delivery_timeout_s=0.2, report_grace_s=0.1, renew_every_s=0
+    )
+    try:
+        failed: list[bytes] = []
+        wedged = p._producer
+        FlakyConstruction.down = True  # Kafka still away: no new client yet, none lost
+        p.produce("raw", b"k", b"v1", lambda e, t, k, v: failed.append(v))
+        wait_until(lambda: failed == [b"v1"])
+        time.sleep(0.6)  # a watchdog round at least
+        assert p._producer is wedged and p.renewals == 0
+        FlakyConstruction.down = False
+        p.produce("raw", b"k", b"v2", lambda e, t, k, v: failed.append(v))
+        wait_until(lambda: p.renewals == 1)
+        assert failed == [b"v1", b"v2"]  # both spooled by their reports, in order
+        assert p._producer is not wedged and wedged.closed
+        p.produce("raw", b"k", b"v3", lambda e, t, k, v: failed.append(v))
+        assert len(p._producer.futures) == 1  # new records go through the fresh client
+        p._producer.futures[0].success(None)
+        assert p.pending == 0
+    finally:
+        p.close(0)
+
+
+def test_a_client_that_reports_everything_is_kept(producer) -> None:
+    for n in range(3):
+        producer.produce("raw", b"k", b"v%d" % n, lambda *a: None)
+    client = producer._producer
+    for future in client.futures:
+        future.success(None)
+    time.sleep(0.6)
+    assert producer._producer is client and producer.renewals == 0
