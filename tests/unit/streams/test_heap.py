@@ -26,32 +26,28 @@ def test_freezes_when_recovery_completes_and_again_after_each_rebalance() -> Non
     assert gc.get_freeze_count() > 0
 
 
-def test_a_cycle_frozen_then_dropped_is_freed_at_the_next_freeze() -> None:
-    class Node:
-        other: object
+class _Node:
+    other: object
 
-    a, b = Node(), Node()
+
+def _cycle() -> tuple[list[_Node], weakref.ref]:
+    """Two objects referring to each other, kept alive by the list; a weak reference to one."""
+    a, b = _Node(), _Node()
     a.other, b.other = b, a
-    alive = weakref.ref(a)
+    return [a, b], weakref.ref(a)
+
+
+def test_a_cycle_frozen_then_dropped_is_freed_at_the_next_freeze() -> None:
+    holder, alive = _cycle()
     states = iter([True, False, True])
     freezer = HeapFreezer(lambda: next(states))
     freezer.check()  # the cycle is alive: frozen with the rest
-    del a, b
+    holder.clear()
     gc.collect()
     assert alive() is not None  # frozen: collections skip it
     freezer.check()
     freezer.check()  # recovered again: unfreeze, collect, freeze
     assert alive() is None
-
-
-class _Node:
-    other: object
-
-
-def _cycle() -> weakref.ref:
-    a, b = _Node(), _Node()
-    a.other, b.other = b, a
-    return weakref.ref(a)
 
 
 def test_after_recovery_each_check_freezes_the_survivors_but_collects_young_garbage() -> None:
@@ -60,7 +56,7 @@ def test_after_recovery_each_check_freezes_the_survivors_but_collects_young_garb
     gc.disable()  # no automatic collection may take the young cycle first
     try:
         kept = [object() for _ in range(100)] + [[i] for i in range(1000)]
-        dead = _cycle()  # garbage already, but only a collection can tell
+        dead = _cycle()[1]  # garbage already, but only a collection can tell
         frozen_before = gc.get_freeze_count()
         freezer.check()
         assert dead() is None  # collected, not frozen
@@ -74,9 +70,7 @@ def test_after_recovery_each_check_freezes_the_survivors_but_collects_young_garb
 def test_a_cycle_frozen_alive_and_dropped_is_freed_by_the_periodic_full_collection() -> None:
     now = [0.0]
     freezer = HeapFreezer(lambda: True, full_every_s=300.0, clock=lambda: now[0])
-    holder = [_Node(), _Node()]
-    holder[0].other, holder[1].other = holder[1], holder[0]
-    alive = weakref.ref(holder[0])
+    holder, alive = _cycle()
     freezer.check()  # t=0: recovered, full collection: the live cycle is frozen
     holder.clear()
     now[0] = 10.0
