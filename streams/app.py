@@ -11,6 +11,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from streams import table_store
 from streams.heap import tables_recovered
 from trackpipe.settings import Settings
 
@@ -22,7 +23,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
-        store="memory://",
+        store=f"{table_store.SCHEME}://",  # faust's memory store, recovered in bulk
         datadir=str(settings.worker_data_dir),
         autodiscover=False,
         web_enabled=True,

@@ -21,6 +21,7 @@ from faust.web import Request, Response, View
 from streams.person_updates import is_tombstone
 from streams.signals import SignalsStage
 from streams.summaries import summary
+from streams.table_store import ChangelogStore
 from trackpipe.settings import Settings
 
 MAX_PAGE = 10_000
@@ -156,7 +157,14 @@ def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settin
     @app.page("/signals/stats/")
     class Stats(View):
         async def get(self, request: Request) -> Response:
-            return self.json({**asdict(stage.stats), "recovered": stage.recovered})
+            bulk = {  # changelog records each table read in bulk (streams/table_store.py)
+                t.name: t.data.bulk_records
+                for t in (stage.profiles, stage.identifiers)
+                if isinstance(t.data, ChangelogStore)
+            }
+            return self.json(
+                {**asdict(stage.stats), "recovered": stage.recovered, "read_in_bulk": bulk}
+            )
 
 
 # Current members: the open spell of each person, minus anyone whose latest profile is no
