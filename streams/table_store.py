@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SCHEME = "changelog-memory"
 FETCH_BYTES = 16 * 1024 * 1024
 POLL_RECORDS = 50_000
+STALL_SECONDS = 30.0  # no record for this long: give the rest to faust's recovery
 
 
 class ChangelogStore(Store):
@@ -91,21 +92,23 @@ class ChangelogStore(Store):
         started = time.perf_counter()
         # Keys left from an earlier time this worker held a partition: the changelog may no
         # longer have the tombstones that would delete them (compaction drops old ones).
-        stale = {tp.partition for tp in tps}
-        for key in [k for k, p in self._key_partition.items() if p in stale]:
-            self.data.pop(key, None)
-            del self._key_partition[key]
+        self._drop_partitions({tp.partition for tp in tps})
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap(),
             enable_auto_commit=False,
             max_partition_fetch_bytes=FETCH_BYTES,
             fetch_max_bytes=FETCH_BYTES * 2,
         )
-        await consumer.start()
         try:
-            loaded = await _read_to_end(consumer, tps, self._apply)
-        finally:
-            await consumer.stop()
+            await consumer.start()
+            try:
+                loaded = await _read_to_end(consumer, tps, self._apply)
+            finally:
+                await consumer.stop()
+        except Exception as exc:  # any failure: faust's own recovery reads it all instead
+            log.warning("%s: bulk read failed (%r): faust recovers it", self.table.name, exc)
+            self._drop_partitions({tp.partition for tp in tps})
+            return
         count = sum(n for n, _ in loaded.values())
         for tp, (_, last) in loaded.items():
             self._loaded[TP(tp.topic, tp.partition)] = last
@@ -118,6 +121,11 @@ class ChangelogStore(Store):
             len(tps),
             time.perf_counter() - started,
         )
+
+    def _drop_partitions(self, partitions: set[int]) -> None:
+        for key in [k for k, p in self._key_partition.items() if p in partitions]:
+            self.data.pop(key, None)
+            del self._key_partition[key]
 
     def _apply(self, partition: int, records: list[Any]) -> None:
         data, owner = self.data, self._key_partition
@@ -147,8 +155,13 @@ async def _read_to_end(
             pending.add(tp)
         else:
             read[tp] = (0, ends[tp] - 1)  # empty, or compacted away: nothing before the end
+    progress = time.monotonic()
     while pending:
+        if time.monotonic() - progress > STALL_SECONDS:
+            raise TimeoutError(f"no changelog records for {STALL_SECONDS}s: {sorted(pending)}")
         polled = await consumer.getmany(*pending, timeout_ms=1000, max_records=POLL_RECORDS)
+        if polled:
+            progress = time.monotonic()
         for tp, records in polled.items():
             records = [m for m in records if m.offset < ends[tp]]
             if records:

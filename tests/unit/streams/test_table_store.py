@@ -119,3 +119,35 @@ def test_tables_of_other_types_are_left_to_faust(monkeypatch: pytest.MonkeyPatch
     )
     asyncio.run(table.data.on_rebalance(set(), set(), set()))
     assert table.data.persisted_offset(TP(table.changelog_topic_name, 0)) is None
+
+
+def test_a_failed_bulk_read_leaves_the_partitions_to_faust(store, monkeypatch) -> None:
+    store.changelog[0] = [record(0, 0, b"a", b"1")]
+    assign(store, 0)
+
+    async def broken(consumer: Any, tps: list[TP], apply: Any) -> dict:
+        apply(1, [record(1, 0, b"half", b"1")])  # part of it applied, then the broker went
+        raise ConnectionError("broker gone")
+
+    monkeypatch.setattr(table_store, "_read_to_end", broken)
+    assign(store, 0, 1)  # no exception: the worker goes on
+    assert store.persisted_offset(TP(CHANGELOG, 1)) is None  # faust reads all of it
+    assert b"half" not in store.data and store.data[b"a"] == b"1"
+
+
+def test_a_read_that_stops_progressing_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stalled:  # the broker answers, but no record comes
+        def assign(self, parts: Any) -> None: ...
+        async def seek_to_beginning(self, *parts: Any) -> None: ...
+        async def end_offsets(self, parts: Any) -> dict:
+            return {tp: 10 for tp in parts}
+
+        async def position(self, tp: Any) -> int:
+            return 0
+
+        async def getmany(self, *tps: Any, **kwargs: Any) -> dict:
+            return {}
+
+    monkeypatch.setattr(table_store, "STALL_SECONDS", 0.0)
+    with pytest.raises(TimeoutError):
+        asyncio.run(table_store._read_to_end(Stalled(), [TP(CHANGELOG, 0)], print))
