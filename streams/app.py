@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
+    table_store.recover_in_bulk(app)
     handed_on = deliver_every_message(app.consumer)
     ForgottenPartitions(app).register()
     SkippedTails(app, handed_on).register()
