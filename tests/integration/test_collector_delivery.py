@@ -311,4 +311,8 @@ def test_a_full_spool_refuses_visibly_and_counts_every_loss(
     found = markers_on_topic(spare_kafka.bootstrap, topic)
     # Which records were refused depends on how the partitions' failures interleaved.
     assert set(found) <= set(beacons.acknowledged)
-    assert len(set(found)) + refused == len(beacons.acknowledged)  # every loss was counted
+    missing = len(set(beacons.acknowledged) - set(found))
+    assert refused >= missing  # every loss was counted
+    # A record in flight when the broker stopped may be stored and still time out (Kafka's
+    # "possibly persisted"): refused, yet on the topic. Only the first 50 were in flight.
+    assert refused <= missing + 50
