@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -15,8 +17,8 @@ from kafka.admin import NewTopic
 
 from streams.profiles import new_profile
 from tests.integration.conftest import _overrides
-from tests.integration.test_signals import read
-from trackpipe.processes import Proc, http_get, run_trackpipe, start_trackpipe, stop, wait_http
+from tests.integration.test_signals import read, stats
+from trackpipe.processes import Proc, run_trackpipe, start_trackpipe, stop, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +44,20 @@ def lookup(o: dict, pid: str) -> tuple[int, dict]:
     return read(o, f"/signals/profiles/{pid}/")
 
 
-def stats(o: dict) -> dict:
-    return orjson.loads(http_get(f"http://127.0.0.1:{o['worker_web_port']}/signals/stats/")[1])
-
-
-def start(o: dict, logs: Path) -> Proc:
+@contextmanager
+def recovered_worker(o: dict, logs: Path) -> Iterator[Proc]:
+    """A worker, once its tables are recovered; stopped at the end."""
     proc = start_trackpipe("worker", ["worker"], o, logs)
-    wait_http(proc, f"http://127.0.0.1:{o['worker_web_port']}/signals/stats/")
-    deadline = time.monotonic() + 120
-    while not stats(o)["recovered"]:
-        assert proc.alive(), proc.tail()
-        assert time.monotonic() < deadline, f"not recovered:\n{proc.tail()}"
-        time.sleep(0.2)
-    return proc
+    try:
+        wait_http(proc, f"http://127.0.0.1:{o['worker_web_port']}/signals/stats/")
+        deadline = time.monotonic() + 120
+        while not stats(o)["recovered"]:
+            assert proc.alive(), proc.tail()
+            assert time.monotonic() < deadline, f"not recovered:\n{proc.tail()}"
+            time.sleep(0.2)
+        yield proc
+    finally:
+        stop(proc, signal.SIGINT)
 
 
 def test_a_worker_recovers_its_tables_in_bulk(
@@ -82,8 +85,7 @@ def test_a_worker_recovers_its_tables_in_bulk(
     ])  # fmt: skip
     run_trackpipe(["migrate"], o)
 
-    proc = start(o, tmp_path / "logs")
-    try:
+    with recovered_worker(o, tmp_path / "logs"):
         assert stats(o)["read_in_bulk"]["signals-profiles"] == 206
         assert lookup(o, "kept")[1]["value"]["purchases"] == 2
         assert lookup(o, "gone")[0] == 404
@@ -91,16 +93,11 @@ def test_a_worker_recovers_its_tables_in_bulk(
         for pid, _ in many[::17]:
             status, body = lookup(o, pid)
             assert status == 200 and body["value"]["purchases"] == int(pid[1:]), (pid, body)
-    finally:
-        stop(proc, signal.SIGINT)
 
     # While the worker is down: more writes. A restart reads the whole changelog again.
     write(kafka_bootstrap, changelog, [("kept", profile("kept", 3)), ("back", None)])
-    proc = start(o, tmp_path / "logs2")
-    try:
+    with recovered_worker(o, tmp_path / "logs2"):
         assert stats(o)["read_in_bulk"]["signals-profiles"] == 208
         assert lookup(o, "kept")[1]["value"]["purchases"] == 3
         assert lookup(o, "back")[0] == 404
         assert lookup(o, "p005")[1]["value"]["purchases"] == 5
-    finally:
-        stop(proc, signal.SIGINT)
