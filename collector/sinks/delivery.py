@@ -67,6 +67,7 @@ class DeliverySink(EventSink):
         self._fenced_at = 0.0
         self._on_failure = self._failed  # one bound method: producers cache by it
         self._closing = threading.Event()
+        self._close_deadline = 0.0
         self._wake = threading.Event()
         self._abandon = False
         metrics.set_gauge_source(self._gauges)
@@ -156,20 +157,28 @@ class DeliverySink(EventSink):
                 self._abandon = False
                 self._producer.abandon_queued()
             self._unfence_when_settled()
+            replayed = False
             if self._mode == SPOOLING:
                 try:
                     replayed = self._replay_once()
                 except Exception:  # whatever the client raises, the thread must live on
                     log.exception("spool replay failed")
-                    replayed = False
                 if replayed:
                     backoff = 0.5
                     self._wake.set()  # more to do, or drained: look again at once
                 else:
                     self._closing.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
-            if self._closing.is_set():
+            if self._closing.is_set() and not (replayed and self._drain_on_close()):
                 return
+
+    def _drain_on_close(self) -> bool:
+        # Shutting down while Kafka takes the spool: go on replaying it, so a graceful stop
+        # leaves nothing behind, as long as one more batch fits in the shutdown's budget
+        # (a batch Kafka stops taking half-way can take the delivery timeout and the flush's
+        # margin). What is left stays in the spool and is replayed at the next start.
+        budget = self._close_deadline - time.monotonic()
+        return self._mode == SPOOLING and budget > self._delivery_timeout_s + 5
 
     def _unfence_when_settled(self) -> None:
         if self._mode != FENCED:
@@ -259,9 +268,11 @@ class DeliverySink(EventSink):
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        self._close_deadline = deadline
         self._closing.set()
         self._wake.set()
-        # It finishes (and commits) the batch it is replaying; unacknowledged, it stays spooled.
+        # It replays what Kafka still takes within the budget (`_drain_on_close`) and commits
+        # it; the rest, and a batch not acknowledged, stay spooled.
         self._replayer.join(left())
         if self._replayer.is_alive():
             log.warning("spool replay still waiting for Kafka at shutdown")
