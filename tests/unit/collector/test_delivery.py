@@ -217,38 +217,41 @@ def test_shutdown_with_kafka_down_spools_what_is_in_flight_and_a_restart_replays
     assert numbers(producer.delivered) == list(range(7))
 
 
-def test_a_graceful_stop_with_kafka_up_replays_the_whole_spool_first(
-    make_sink: Callable[..., DeliverySink], producer: ScriptedProducer, tmp_path: Path
-) -> None:
+def restart_with_spooled(
+    make_sink: Callable[..., DeliverySink], producer: ScriptedProducer, count: int
+) -> DeliverySink:
+    """A sink that resumes `count` records spooled while Kafka was down; Kafka is up again."""
     producer.up = False
     producer.purgeable = True
     first = make_sink()
-    send(first, range(10))
-    first.close(timeout=5)  # Kafka down: all ten are left in the spool
+    send(first, range(count))
+    first.close(timeout=5)  # Kafka down: all of them are left in the spool
     producer.up = True
-    restarted = make_sink()  # resumes the spool, three records per replayed batch
+    return make_sink()  # resumes the spool, three records per replayed batch
+
+
+def spooled_depth(tmp_path: Path) -> int:
+    left = Spool(tmp_path / "spool", 1 << 20)
+    left.close()
+    return left.depth
+
+
+def test_a_graceful_stop_with_kafka_up_replays_the_whole_spool_first(
+    make_sink: Callable[..., DeliverySink], producer: ScriptedProducer, tmp_path: Path
+) -> None:
+    restarted = restart_with_spooled(make_sink, producer, 10)
     restarted.close(timeout=30)  # at once: the replay has not begun
     assert numbers(producer.delivered) == list(range(10))
-    left = Spool(tmp_path / "spool", 1 << 20)
-    assert left.empty
-    left.close()
+    assert spooled_depth(tmp_path) == 0
 
 
 def test_a_stop_whose_budget_has_no_room_for_a_batch_leaves_the_rest_spooled(
     make_sink: Callable[..., DeliverySink], producer: ScriptedProducer, tmp_path: Path
 ) -> None:
-    producer.up = False
-    producer.purgeable = True
-    first = make_sink()
-    send(first, range(10))
-    first.close(timeout=5)
-    producer.up = True
-    restarted = make_sink()
+    restarted = restart_with_spooled(make_sink, producer, 10)
     restarted.close(timeout=5)  # under the delivery timeout plus the flush's margin
     assert len(producer.delivered) < 10
-    left = Spool(tmp_path / "spool", 1 << 20)
-    assert left.depth == 10 - len(producer.delivered)
-    left.close()
+    assert spooled_depth(tmp_path) == 10 - len(producer.delivered)
     again = make_sink()
     wait_until(lambda: again.mode == DIRECT, "spool drained after the second restart")
     assert numbers(producer.delivered) == list(range(10))
