@@ -88,12 +88,13 @@ def make_producer(settings: Settings) -> Producer:
 
 
 def open_spool(settings: Settings, index: int) -> Spool:
-    spool = _spool(settings, index)
+    spool = process_spool(settings, index)
     _adopt_orphans(spool, settings, index)
     return spool
 
 
-def _spool(settings: Settings, index: int) -> Spool:
+def process_spool(settings: Settings, index: int) -> Spool:
+    """The spool of collector process `index`, as it is on disk (no orphans adopted)."""
     return Spool(
         settings.collector_spool_dir / str(index),
         settings.collector_spool_max_bytes,
@@ -108,7 +109,7 @@ def _adopt_orphans(spool: Spool, settings: Settings, index: int) -> None:
     for path in sorted(settings.collector_spool_dir.glob("*")):
         if not path.name.isdigit() or int(path.name) < n or int(path.name) % n != index:
             continue
-        orphan = _spool(settings, int(path.name))
+        orphan = process_spool(settings, int(path.name))
         while True:
             records, position = orphan.read(10_000)
             if not records:

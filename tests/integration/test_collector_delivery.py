@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from collector.routes import PIXEL_GIF
-from collector.spool import Spool
+from collector.server import process_spool
 from trackpipe.kafka_admin import ensure_topics, read_all
 from trackpipe.processes import Proc, free_port, http_get, start_trackpipe, stop, wait_http
 from trackpipe.reliability import record
@@ -316,7 +316,7 @@ def test_a_full_spool_refuses_visibly_and_counts_every_loss(
     refused = refused_count(metrics, topic)
     beacons.close()
     assert stop(collector) == 0
-    spool = Spool(Path(str(overrides["collector_spool_dir"])), 1 << 16)
+    spool = process_spool(Settings(_env_file=None, **overrides), 0)  # type: ignore[arg-type]
     assert spool.empty  # nothing left behind for the next start
     spool.close()
     found = markers_on_topic(spare_kafka.bootstrap, topic)
