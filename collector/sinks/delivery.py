@@ -57,6 +57,9 @@ class DeliverySink(EventSink):
         self._spool = spool
         self._metrics = metrics
         self._delivery_timeout_s = delivery_timeout_s
+        # The longest a replayed batch takes to settle: every record is settled by the
+        # delivery timeout; the margin covers the rest.
+        self._batch_settle_s = delivery_timeout_s + 5
         self._replay_batch = replay_batch
         self._hold_max_bytes = hold_max_bytes
         self._lock = threading.RLock()  # kafka-python may report inside produce()
@@ -175,10 +178,10 @@ class DeliverySink(EventSink):
     def _drain_on_close(self) -> bool:
         # Shutting down while Kafka takes the spool: go on replaying it, so a graceful stop
         # leaves nothing behind, as long as one more batch fits in the shutdown's budget
-        # (a batch Kafka stops taking half-way can take the delivery timeout and the flush's
-        # margin). What is left stays in the spool and is replayed at the next start.
+        # (a batch Kafka stops taking half-way can take its whole settle time). What is left
+        # stays in the spool and is replayed at the next start.
         budget = self._close_deadline - time.monotonic()
-        return self._mode == SPOOLING and budget > self._delivery_timeout_s + 5
+        return self._mode == SPOOLING and budget > self._batch_settle_s
 
     def _unfence_when_settled(self) -> None:
         if self._mode != FENCED:
@@ -212,8 +215,7 @@ class DeliverySink(EventSink):
         except ProducerBusyError:
             log.warning("spool replay: producer busy")
             return False
-        # Every record is settled by the delivery timeout; the margin covers the rest.
-        self._producer.flush(self._delivery_timeout_s + 5)
+        self._producer.flush(self._batch_settle_s)
         unsettled = self._producer.pending
         if unsettled or batch.failed:
             log.warning(
