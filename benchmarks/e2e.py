@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,9 +25,18 @@ from trackpipe.processes import Pipeline, isolated_overrides
 
 
 async def send_steady(
-    port: int, run: str, rate: int, seconds: float, sent: dict[int, float]
+    port: int,
+    run: str,
+    rate: int,
+    seconds: float,
+    sent: dict[int, float],
+    visitor: Callable[[int], str] | None = None,
 ) -> None:
-    """Open-loop load: beacon i leaves at start + i/rate, whatever the answers' latency."""
+    """Open-loop load: beacon i leaves at start + i/rate, whatever the answers' latency.
+
+    Beacon i carries the visitor cookie `visitor(i)` when given; without one, every beacon
+    is a new visitor's (the collector gives it a new cookie).
+    """
     connections = 8
     queues: list[asyncio.Queue[int | None]] = [asyncio.Queue() for _ in range(connections)]
 
@@ -34,9 +44,9 @@ async def send_steady(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (i := await q.get()) is not None:
             sent[i] = time.time()
-            writer.write(
-                f"GET /i?s=bench&e=page_view&u=/{run}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-            )
+            cookie = f"Cookie: tp_vid={visitor(i)}\r\n" if visitor else ""
+            target = f"/i?s=bench&e=page_view&u=/{run}/{i}"
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n{cookie}\r\n".encode())
             await reader.readuntil(b"\r\n\r\n")
             await reader.readexactly(43)
         writer.close()

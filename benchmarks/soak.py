@@ -1,8 +1,20 @@
 """Soak: a steady beacon rate for minutes, sampling each process's memory.
 
 Usage: python benchmarks/soak.py [--minutes 10] [--rate 300] [--bound-mb 64]
+                                 [--visitors 6000] [--gap-s 60]
 Needs `make services`. Exits 1 if a process keeps growing: the mean RSS of the last third of the
 run exceeds that of the second third by more than --bound-mb (the first third is warm-up).
+
+The traffic is a returning population, so that a worker holding it reaches a steady state:
+`--visitors` visitor cookies in ten cohorts, one cohort active at a time for a tenth of a
+cycle that lasts a third of the run (the warm-up third holds one whole cycle), so each
+visitor comes back every cycle after a quiet spell longer than the session gap. The worker
+runs with that gap (`--gap-s`, default 60 s; the product's default is 30 minutes) and 10 s
+of allowed lateness, so sessions close during the run and their events leave the state.
+What a worker rightly keeps (a profile and an identity per person, open sessions) is then
+bounded, and growth past the bound is a leak. `--visitors 0` gives every beacon a new
+visitor instead: state then grows with the traffic by design (a person's profile is kept),
+which the bound does not allow for.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +54,19 @@ def rss_mb(proc: Proc) -> float:
     return total / 1024
 
 
+def returning(run: str, visitors: int, rate: int, cycle_s: float) -> Callable[[int], str]:
+    """Beacon i → a visitor cookie: ten cohorts, each active for a tenth of `cycle_s`."""
+    cohorts = 10
+    size = max(1, visitors // cohorts)
+    slot = max(1, int(rate * cycle_s / cohorts))  # beacons per cohort's turn
+
+    def visitor(i: int) -> str:
+        cohort = i // slot % cohorts
+        return f"{run}{cohort * size + i % size:024x}"  # 32 hex digits, as the collector's
+
+    return visitor
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=10)
@@ -48,6 +74,8 @@ def main() -> int:
     parser.add_argument("--bound-mb", type=float, default=64)
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--clickhouse", default="127.0.0.1:9000")
+    parser.add_argument("--visitors", type=int, default=6000, help="0: a new visitor per beacon")
+    parser.add_argument("--gap-s", type=float, default=60.0, help="the worker's session gap")
     args = parser.parse_args()
     uid = uuid.uuid4().hex[:8]
     url = f"clickhouse://{args.clickhouse}/soak_{uid}"
@@ -55,15 +83,18 @@ def main() -> int:
         "kafka_bootstrap": args.kafka,
         "warehouse_url": url,
         **isolated_overrides(f"soak-{uid}"),
+        "session_gap_s": args.gap_s,
+        "allowed_lateness_s": 10,
     }
     seconds = args.minutes * 60
+    visitor = returning(uid, args.visitors, args.rate, seconds / 3) if args.visitors else None
     samples: dict[str, list[float]] = {"collector": [], "worker": []}
     with tempfile.TemporaryDirectory() as logs, Pipeline(o, Path(logs)) as pipeline:
         assert pipeline.collector is not None and pipeline.worker is not None
         procs = {"collector": pipeline.collector, "worker": pipeline.worker}
         sender = threading.Thread(
             target=lambda: asyncio.run(
-                send_steady(int(o["collector_port"]), uid, args.rate, seconds, {})
+                send_steady(int(o["collector_port"]), uid, args.rate, seconds, {}, visitor)
             )
         )
         sender.start()

@@ -46,6 +46,7 @@ from streams.heap import tables_recovered
 from streams.person_updates import Update, load_url_categories, on_absorb, on_batch, on_merge
 from streams.profiles import SignalsConfig
 from streams.sink import WarehouseSink
+from streams.table_store import stored_json
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class SignalsStage:
             if key.encode() in self.profiles:
                 del self.profiles[key.encode()]
         elif update.state is not None and update.changed:
-            self.profiles[key.encode()] = orjson.dumps(update.state)
+            self.profiles[key.encode()] = stored_json(update.state)
         for table, rows in update.output.rows.items():
             self._rows[table].extend(rows)
         for signal in update.output.signals:

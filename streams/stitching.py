@@ -28,6 +28,7 @@ from schemas.signals import batch_message, merge_message
 from schemas.warehouse import Warehouse
 from streams.batcher import Batcher
 from streams.engine import ADID, DEVICE_ID, EMAIL, USER_ID, Engine, Output
+from streams.table_store import stored_json
 from trackpipe.settings import Settings
 from trackpipe.suppression import SuppressionList
 
@@ -235,7 +236,7 @@ class Stitching:
         t = self._took("topics", t)
         if self.engine is not engine:
             return  # revoked meanwhile: only the owner writes state (it re-applies this input)
-        await self._write_state({name: orjson.dumps(r) for name, r in out.state.items()})
+        await self._write_state({name: stored_json(r) for name, r in out.state.items()})
         self._took("table", t)
         engine.version = version
         self.flushes += 1

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+import orjson
 import pytest
 from faust.types import TP
 
 from streams import table_store
-from streams.table_store import ChangelogStore
+from streams.person_updates import Update
+from streams.signals import SignalsStage
+from streams.table_store import ChangelogStore, stored_json
 
 CHANGELOG = "app-profiles-changelog"
 
@@ -212,3 +216,45 @@ def test_a_read_that_stops_progressing_gives_up(monkeypatch: pytest.MonkeyPatch)
     broker = Broker({tp: []})  # the end says 10 records, none comes
     with pytest.raises(TimeoutError):
         asyncio.run(table_store._read(broker, {tp: 10}, print, time.perf_counter() + 60))
+
+
+def _bytes_held(make: Any, count: int = 50) -> float:
+    """Memory allocated per object kept, as the allocator was asked for it."""
+    tracemalloc.start()
+    try:
+        kept = [make() for _ in range(count)]
+        return tracemalloc.get_traced_memory()[0] / len(kept)
+    finally:
+        tracemalloc.stop()
+
+
+PROFILE = {"pid": "p1", "seen": {f"event-{i}": 1_764_000_000_000 + i for i in range(150)}}
+
+
+def test_stored_json_holds_its_length_not_orjsons_buffer() -> None:
+    """A value kept in a store costs its length: orjson's own buffer is a multiple of it."""
+    encoded = stored_json(PROFILE)
+    assert encoded == orjson.dumps(PROFILE)
+    assert _bytes_held(lambda: stored_json(PROFILE)) < len(encoded) + 128
+
+
+def test_profiles_are_stored_at_their_length() -> None:
+    """The signals stage's table holds each profile in a bytes object of its own length."""
+    stage = SimpleNamespace(
+        profiles={}, _rows={}, stats=SimpleNamespace(signals_sent=0)
+    )  # what `_store` touches for an update without rows, signals or messages
+    update = Update(PROFILE, True)
+
+    def store() -> bytes:
+        asyncio.run(SignalsStage._store(stage, "p1", update))  # type: ignore[arg-type]
+        return stage.profiles.pop(b"p1")
+
+    kept = [store() for _ in range(5)]
+    assert kept[0] == orjson.dumps(PROFILE)
+    tracemalloc.start()
+    try:
+        held = [store() for _ in range(20)]
+        per_profile = tracemalloc.get_traced_memory()[0] / len(held)
+    finally:
+        tracemalloc.stop()
+    assert per_profile < len(kept[0]) + 1024  # the event loop's own allocations included
