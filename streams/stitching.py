@@ -65,10 +65,9 @@ class RowWriter:
                 ("sessions", out.sessions),
                 ("device_sessions", out.device_sessions),
             ):
-                if rows:
-                    # As JSON lines the server parses: the driver encodes columns in
-                    # Python, which was most of this thread's time, holding the GIL.
-                    self._warehouse.insert_json(table, list(map(orjson.dumps, rows)))
+                # As JSON the server parses: the driver encodes columns in Python,
+                # which was most of this thread's time, holding the GIL.
+                self._warehouse.insert_dicts(table, rows)
             if out.erased_persons or out.erased_devices:
                 self._erase(self._warehouse, out)
         except Exception:
