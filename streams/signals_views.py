@@ -8,6 +8,7 @@ the key's partition (faust `table_route`); the owner answers from its table in m
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -53,6 +54,19 @@ def _at(request: Request) -> int:
     return int(at) if at.isdigit() and len(at) <= 13 else int(time.time() * 1000)
 
 
+async def routable(app: faust.App, table: faust.Table) -> bool:
+    """Can faust's router place a key of `table`? It partitions the key with the producer's
+    metadata for the table's changelog topic, and until the producer has fetched that topic
+    (nothing written to it yet since the start) it fails with a TypeError: a 500 for a
+    lookup that should have been a 404. Fetch it first; once known this returns at once."""
+    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    try:
+        await asyncio.wait_for(producer.partitions_for(table.changelog_topic.get_topic_name()), 5)
+    except Exception:  # a timeout, an unknown topic: not routable yet
+        return False
+    return True
+
+
 def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settings) -> None:
     keys = api_keys(settings)
     denied = orjson.dumps({"error": "missing or wrong API key"})
@@ -60,6 +74,9 @@ def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settin
 
     def unauthorized(view: View) -> Response:
         return view.bytes(denied, content_type="application/json", status=401)
+
+    def starting(view: View) -> Response:
+        return view.json({"error": "starting, retry"}, status=503)
 
     def profile_response(view: View, raw: bytes | None, request: Request) -> Response:
         profile = orjson.loads(raw) if raw is not None else None
@@ -83,6 +100,8 @@ def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settin
         async def get(self, request: Request, person_id: str) -> Response:
             if not read_authorized(keys, request):
                 return unauthorized(self)
+            if not await routable(app, stage.profiles):
+                return starting(self)
             return await self.owner(request, person_id=person_id)
 
         @app.table_route(table=stage.profiles, match_info="person_id")
@@ -96,6 +115,8 @@ def register_signals_views(app: faust.App, stage: SignalsStage, settings: Settin
         async def get(self, request: Request, identifier: str) -> Response:
             if not read_authorized(keys, request):
                 return unauthorized(self)
+            if not await routable(app, stage.identifiers):
+                return starting(self)
             return await self.owner(request, identifier=identifier)
 
         @app.table_route(table=stage.identifiers, match_info="identifier")

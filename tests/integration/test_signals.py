@@ -255,6 +255,25 @@ def test_profiles_audiences_merge_and_read_api(overrides: dict, worker: Proc) ->
     ]
 
 
+def test_lookups_on_a_worker_that_has_written_nothing_are_404_not_500(
+    overrides: dict, worker: Proc
+) -> None:
+    """faust's router partitions a key with the producer's metadata for the table's
+    changelog, which a worker that has written nothing there has not fetched: that was a
+    500 (a TypeError in the router) until the views fetch it first."""
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = {
+            path: read(overrides, path)[0]
+            for path in ("/signals/identifiers/cookie:nobody/", "/signals/profiles/nobody/")
+        }
+        assert 500 not in statuses.values(), (statuses, worker.tail())
+        if set(statuses.values()) == {404} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # 503 while the tables recover
+    assert set(statuses.values()) == {404}, statuses
+
+
 @pytest.mark.parametrize("key", [None, "wrong-key", "", "reader-key2"])
 def test_read_api_refuses_missing_or_wrong_keys(overrides: dict, worker: Proc, key) -> None:
     for path in (

@@ -100,9 +100,7 @@ def test_dicts_are_inserted_as_one_array_whatever_they_hold(warehouse: Warehouse
         for i, text in enumerate(tricky * 25)
     ]
     warehouse.insert_dicts("events", rows)
-    got = warehouse.query(
-        f"SELECT event_id, url FROM {warehouse.database}.events ORDER BY ts"
-    )
+    got = warehouse.query(f"SELECT event_id, url FROM {warehouse.database}.events ORDER BY ts")
     assert got == [(row["event_id"], row["url"]) for row in rows]
 
 
