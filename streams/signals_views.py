@@ -58,10 +58,13 @@ async def routable(app: faust.App, table: faust.Table) -> bool:
     """Can faust's router place a key of `table`? It partitions the key with the producer's
     metadata for the table's changelog topic, and until the producer has fetched that topic
     (nothing written to it yet since the start) it fails with a TypeError: a 500 for a
-    lookup that should have been a 404. Fetch it first; once known this returns at once."""
+    lookup that should have been a 404. Fetch it first."""
     producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    topic = table.changelog_topic.get_topic_name()
+    if producer.client.cluster.partitions_for_topic(topic) is not None:
+        return True  # every lookup after the first: no task, no timer on the hot path
     try:
-        await asyncio.wait_for(producer.partitions_for(table.changelog_topic.get_topic_name()), 5)
+        await asyncio.wait_for(producer.partitions_for(topic), 5)
     except Exception:  # a timeout, an unknown topic: not routable yet
         return False
     return True
