@@ -188,15 +188,50 @@ class _EscapeContext:
     client_settings: ClassVar[dict[str, bool]] = {"server_side_params": False}
 
 
-class ChdbWarehouse(Warehouse):
-    """The embedded engine. One process holds a data directory at a time."""
+class _ChdbSession:
+    """The process's one embedded engine: chdb runs a single server per process, on one
+    data directory. Every ChdbWarehouse of the process shares it (the sink's, the identity
+    stage's); the last one to close closes it. Sessions closed one by one while another
+    still had the directory open crashed the interpreter at exit."""
 
-    def __init__(self, path: str, database: str) -> None:
+    _open: ClassVar[dict[str, _ChdbSession]] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, path: str) -> None:
         from chdb import session
 
+        self.path = path
+        self.session = session.Session(path)
+        self.lock = threading.Lock()  # one query at a time, from whichever thread
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, path: str) -> _ChdbSession:
+        with cls._guard:
+            shared = cls._open.get(path)
+            if shared is None:
+                shared = cls._open[path] = cls(path)
+            shared.users += 1
+            return shared
+
+    def release(self) -> None:
+        with self._guard:
+            self.users -= 1
+            if self.users == 0:
+                del self._open[self.path]
+                with self.lock:
+                    self.session.close()
+
+
+class ChdbWarehouse(Warehouse):
+    """The embedded engine. One process holds a data directory at a time; the warehouses a
+    process opens on it share one session."""
+
+    def __init__(self, path: str, database: str) -> None:
         self.database = database
-        self._session = session.Session(path)
-        self._lock = threading.Lock()
+        self._shared: _ChdbSession | None = _ChdbSession.acquire(path)
+        self._session = self._shared.session
+        self._lock = self._shared.lock
 
     def _run(self, sql: str, fmt: str = "CSV") -> Any:
         with self._lock:
@@ -240,8 +275,9 @@ class ChdbWarehouse(Warehouse):
         return parse_version(self.query("SELECT version()")[0][0])
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            shared.release()
 
 
 def connect(url: str, password: str | None = None) -> Warehouse:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 import faust
@@ -44,6 +45,54 @@ def create_app(settings: Settings) -> faust.App:
     ForgottenPartitions(app).register()
     SkippedTails(app, handed_on).register()
     return app
+
+
+def flush_every(
+    app: faust.App,
+    seconds: float,
+    flush: Callable[[], Awaitable[None]],
+    drain: Callable[[], Awaitable[None]],
+) -> None:
+    """Run `flush` every `seconds` from start-up; once the worker is stopping, `drain`
+    (flush whatever is held, now) every `_DRAIN_S`, until its consumer has stopped.
+
+    The stages acknowledge their input only once a flush has written it. faust's own timers
+    stop as soon as the worker starts stopping, and then faust waits for every delivered
+    message to be acknowledged (`stream_wait_empty`), with nobody left to flush: the worker
+    hung until it was killed whenever a stage held input at that moment (an idle marker, a
+    batch of the signals stage). This loop keeps flushing through that wait and ends after
+    it. A failing flush crashes the worker, as it did from a faust timer.
+    """
+    task: asyncio.Task | None = None
+
+    async def loop() -> None:
+        waited = 0.0
+        while True:
+            await asyncio.sleep(_DRAIN_S)
+            waited += _DRAIN_S
+            try:
+                if app.should_stop:
+                    await drain()
+                elif waited >= seconds:
+                    waited = 0.0
+                    await flush()
+            except Exception as exc:
+                await app.crash(exc)
+                return
+
+    @app.task
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.ensure_future(loop())
+
+    async def stop(sender: Any, **kwargs: Any) -> None:  # sent once the consumer has stopped
+        if task is not None:
+            task.cancel()
+
+    app.on_before_shutdown.connect(stop)
+
+
+_DRAIN_S = 0.1
 
 
 class _NoReadOffsets(dict):

@@ -41,6 +41,7 @@ from schemas.tables import (
     LIFECYCLE_MOMENTS_COLUMNS,
     PROFILES_COLUMNS,
 )
+from streams.app import flush_every
 from streams.audiences import load_audiences
 from streams.heap import tables_recovered
 from streams.person_updates import Update, load_url_categories, on_absorb, on_batch, on_merge
@@ -144,7 +145,9 @@ class SignalsStage:
     def register(self) -> SignalsStage:
         self.app.agent(self.attributed, name="signals")(self._process)
         self.app.agent(self.id_updates, name="signals-identifiers")(self._index)
-        self.app.timer(self.settings.signals_flush_seconds)(self._flush_when_due)
+        flush_every(
+            self.app, self.settings.signals_flush_seconds, self._flush_when_due, self._drain
+        )
         return self
 
     @property
@@ -257,6 +260,10 @@ class SignalsStage:
 
     async def _flush_when_due(self) -> None:
         if self._due():
+            await self.flush()
+
+    async def _drain(self) -> None:
+        if self._pending:
             await self.flush()
 
     async def flush(self) -> None:

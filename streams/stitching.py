@@ -14,6 +14,7 @@ one worker or three give the same result. The engine's state lives in memory; a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from faust.web import Request, Response, View
 
 from schemas.signals import batch_message, merge_message
 from schemas.warehouse import Warehouse
+from streams.app import flush_every
 from streams.batcher import Batcher
 from streams.engine import ADID, DEVICE_ID, EMAIL, USER_ID, Engine, Output
 from streams.table_store import stored_json
@@ -386,9 +388,6 @@ class Stitching:
                     self._unacked.append(event)
                 await self.flush_due(force=erased)
 
-        async def flush_timer() -> None:
-            await self.flush_due()
-
         async def on_revoked(*args: Any, **kwargs: Any) -> None:
             # Whoever gets the partition next loads the state from the table; if that is
             # this worker again, its in-memory engine may be stale.
@@ -400,8 +399,18 @@ class Stitching:
             await self.batcher.run()
 
         self.app.agent(self.source, name="stitch")(stitch)
-        self.app.timer(self.settings.identity_flush_seconds / 2)(flush_timer)
+        flush_every(
+            self.app,
+            self.settings.identity_flush_seconds / 2,
+            self.flush_due,
+            functools.partial(self.flush_due, force=True),
+        )
         self.app.on_partitions_revoked.connect(on_revoked)
+
+        async def close_writer(sender: Any, **kwargs: Any) -> None:  # the input has stopped
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+
+        self.app.on_before_shutdown.connect(close_writer)
         self.app.task(batch_raw)
 
         @self.app.page("/identity/")
@@ -413,6 +422,12 @@ class Stitching:
                         "owner": engine is not None,
                         "version": engine.version if engine else -1,
                         "counters": vars(engine.counters) if engine else {},
+                        # Owners (persons, devices) with a session still open: 0 once the
+                        # watermark has passed every session's end plus the gap.
+                        "open": {
+                            "persons": len(engine.people.open) if engine else 0,
+                            "devices": len(engine.devices.open) if engine else 0,
+                        },
                         "batched_events": self.batcher.sent_events,
                         "suppressed": self.batcher.suppressed + self.suppressed,
                         "flushes": self.flushes,

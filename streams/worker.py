@@ -33,8 +33,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WarehouseSink]:
 
 
 def identity_runs(settings: Settings) -> bool:
-    # chdb: one process, one data directory; the stage would need the sink's connection.
-    return settings.identity_enabled and not settings.warehouse_url.startswith("chdb:")
+    return settings.identity_enabled
 
 
 def run(settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on embedded defaults, then what it computed.
 
 Embedded broker (Tansu) + embedded warehouse (chdb) + the real collector and worker
-processes, fed by the built-in traffic generator. No Docker, no root, no JVM.
+processes (sink, identity + sessions, signals and audiences), fed by the built-in traffic
+generator. No Docker, no root, no JVM.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from trackpipe.kafka_admin import read_all
 from trackpipe.processes import Pipeline, free_port, http_get, stop
 from trackpipe.traffic import generate, send_beacons
 
+DEMO_AUDIENCES = Path(__file__).with_name("demo_audiences.toml")
+
 
 def demo_overrides(workdir: Path, kafka_port: int) -> dict[str, object]:
     return {
@@ -32,6 +35,14 @@ def demo_overrides(workdir: Path, kafka_port: int) -> dict[str, object]:
         "collector_spool_dir": (workdir / "spool").resolve(),
         "sink_batch_seconds": 0.3,
         "app_id": "trackpipe-demo",
+        # Fifteen days of traffic arrive in seconds, person after person: event time jumps
+        # back and forth as in a historical import, so the allowed lateness covers all of it
+        # (docs/streams.md) and no event is late.
+        "allowed_lateness_s": 90 * 86_400,
+        # Once the traffic stops, partitions quiet for 2 s release the watermark: every
+        # session closes and its row is final.
+        "identity_idle_s": 2,
+        "signals_audiences_file": DEMO_AUDIENCES,
     }
 
 
@@ -66,12 +77,26 @@ def run_demo(persons: int = 300, workdir: str = ".demo", seed: int = 7) -> int:
         print(f"  collector: {accepted} accepted, {dead} dead-lettered")
         written = pipeline.wait_rows_written(accepted)
         print(f"  worker: {written} rows written to the warehouse")
+        identity = pipeline.wait_identity_settled(accepted)
+        counters = identity.get("counters") or {}
+        print(
+            f"  identity + sessions: {counters.get('events', 0)} events applied, "
+            f"{counters.get('merges', 0)} merges, {counters.get('refused', 0)} links refused; "
+            + ("every session closed" if identity["settled"] else "NOT settled")
+        )
+        signals = pipeline.wait_signals_quiet()
+        print(
+            f"  signals: {signals.get('events_applied', 0)} events in "
+            f"{signals.get('messages', 0)} messages, {signals.get('rows_written', 0)} rows "
+            + ("written" if signals["settled"] else "(NOT settled)")
+        )
         letters = read_all(str(o["kafka_bootstrap"]), "trackpipe.events.dead", idle_s=1.0)
     finally:
         pipeline.stop()  # the worker must let go of the chdb directory before we read it
         stop(broker)
-    _report(o, written, accepted, letters)
-    return 0 if written == accepted and gifs == len(beacons) else 1
+    consistent = _report(o, written, accepted, letters, counters)
+    settled = identity["settled"] and signals["settled"]
+    return 0 if written == accepted and gifs == len(beacons) and settled and consistent else 1
 
 
 def _dashboards(wh: Warehouse) -> None:
@@ -79,7 +104,10 @@ def _dashboards(wh: Warehouse) -> None:
     [(days, persons, devices)] = wh.query(
         f"SELECT uniqExact(day), uniqMerge(persons), uniqMerge(devices) FROM {db}.daily_activity"
     )
-    print(f"\n== dashboards: {persons} persons and {devices} devices active over {days} days")
+    print(
+        f"\n== dashboards (raw events, before stitching): {devices} devices and {persons} "
+        f"person keys (user id, else e-mail hash, else device) active over {days} days"
+    )
     print(
         "  channel mix: "
         + ", ".join(
@@ -97,9 +125,97 @@ def _dashboards(wh: Warehouse) -> None:
     print("  funnel (device-days): " + " → ".join(str(n) for n in steps))
 
 
+def _people(wh: Warehouse, counters: dict[str, int]) -> bool:
+    """Persons, sessions and one journey; True when every applied event is in exactly one
+    person session and one device session."""
+    db = wh.database
+    [(ids, persons, multi, web_and_app)] = wh.query(
+        f"SELECT sum(n), count(), countIf(devices >= 2), countIf(web AND app) FROM ("
+        f"  SELECT person_id, count() AS n, countIf(id_type IN ('cookie', 'app')) AS devices,"
+        f"    max(id_type = 'cookie') AS web, max(id_type = 'app') AS app"
+        f"  FROM {db}.identities FINAL GROUP BY person_id)"
+    )
+    print(
+        f"\n== identity: {ids} identifiers stitched into {persons} persons; "
+        f"{multi} seen on two devices or more, {web_and_app} on the web and in the app"
+    )
+    [(sessions, cross, switches, events, converted, revenue, still_open)] = wh.query(
+        f"SELECT count(), countIf(length(devices) > 1), sum(switches), sum(events), "
+        f"countIf(converted = 1), round(sum(revenue), 2), countIf(is_final = 0) "
+        f"FROM {db}.sessions FINAL WHERE superseded_by = ''"
+    )
+    [(device_sessions, device_events)] = wh.query(
+        f"SELECT count(), sum(events) FROM {db}.device_sessions FINAL WHERE superseded_by = ''"
+    )
+    print(
+        f"== sessions: {sessions} per person ({cross} across devices, {switches} device "
+        f"switches, {converted} converted, {revenue} revenue, {still_open} open); "
+        f"{device_sessions} per device"
+    )
+    attributed = counters.get("events", 0) - counters.get("unattributed", 0)
+    consistent = events == attributed and device_events == counters.get("events", 0)
+    print(
+        f"  events in person sessions {events} (attributed {attributed}), "
+        f"in device sessions {device_events} (applied {counters.get('events', 0)}): "
+        + ("each in exactly one" if consistent else "MISMATCH")
+    )
+    [(pid,)] = wh.query(
+        f"SELECT person_id FROM {db}.identities FINAL WHERE id_type IN ('cookie', 'app') "
+        f"GROUP BY person_id ORDER BY count() DESC, person_id LIMIT 1"
+    )
+    known = wh.query(
+        f"SELECT id_type, substring(id_value, 1, 16) FROM {db}.identities FINAL "
+        f"WHERE person_id = %(pid)s ORDER BY id_type, id_value",
+        {"pid": pid},
+    )
+    print(f"\n== one person's journey: {pid}")
+    print("  identifiers: " + ", ".join(f"{kind}:{value}" for kind, value in known))
+    for row in wh.query(
+        f"SELECT started_at, round((ended_ms - started_ms) / 60000), events, device_types, "
+        f"channel, converted FROM {db}.sessions FINAL "
+        f"WHERE superseded_by = '' AND person_id = %(pid)s ORDER BY started_ms",
+        {"pid": pid},
+    ):
+        started, minutes, n, types, channel, bought = row
+        print(
+            f"  {started}  {minutes:>4.0f} min  {n:>2} events  {'+'.join(types):<20} "
+            f"{channel or '(none)':<15} {'bought' if bought else ''}"
+        )
+    return consistent and still_open == 0
+
+
+def _audiences(wh: Warehouse) -> None:
+    db = wh.database
+    print("\n== audiences (marketing consent required), members now")
+    for audience, members in wh.query(
+        f"SELECT audience, countIf(toUInt32(exited_at) = 0) AS members "
+        f"FROM {db}.audience_members FINAL GROUP BY audience ORDER BY audience"
+    ):
+        print(f"  {audience:<24} {members:>5}")
+    [(eligible, declined)] = wh.query(
+        f"SELECT countIf(audience_eligible = 1), countIf(audience_eligible = 0) "
+        f"FROM {db}.profiles FINAL WHERE merged_into = ''"
+    )
+    print(f"  persons who may be in audiences {eligible}, who declined marketing {declined}")
+    print(
+        "  lifecycle: "
+        + ", ".join(
+            f"{stage} {n}"
+            for stage, n in wh.query(
+                f"SELECT lifecycle, count() AS n FROM {db}.profiles FINAL "
+                f"WHERE merged_into = '' GROUP BY lifecycle ORDER BY n DESC, lifecycle"
+            )
+        )
+    )
+
+
 def _report(
-    o: dict[str, object], written: int, accepted: int, letters: list[tuple[bytes | None, bytes]]
-) -> None:
+    o: dict[str, object],
+    written: int,
+    accepted: int,
+    letters: list[tuple[bytes | None, bytes]],
+    counters: dict[str, int],
+) -> bool:
     from schemas.warehouse import connect
 
     reasons = Counter(orjson.loads(v)["reason"] for _, v in letters)
@@ -125,8 +241,11 @@ def _report(
         ):
             print("  " + " | ".join(str(v) for v in row))
         _dashboards(wh)
+        consistent = _people(wh, counters)
+        _audiences(wh)
     verdict = "OK" if written == accepted else "MISMATCH"
     print(
         f"\n{verdict}: {written} of {accepted} accepted events are in the warehouse "
         f"({o['warehouse_url']})"
     )
+    return consistent

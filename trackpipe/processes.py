@@ -169,6 +169,45 @@ class Pipeline:
             time.sleep(0.2)
         return written
 
+    def _json(self, path: str) -> dict:
+        import orjson
+
+        status, body = http_get(f"{self.worker_url}{path}")
+        return orjson.loads(body) if status == 200 else {}
+
+    def wait_identity_settled(self, events: int, timeout_s: float = 90.0) -> dict:
+        """Wait until the identity stage has applied `events` events, written everything it
+        applied and closed every session; return its last /identity/ figures."""
+        deadline = time.monotonic() + timeout_s
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            stats = self._json("/identity/") or stats
+            counters = stats.get("counters") or {}
+            if (
+                counters.get("events", 0) + counters.get("late", 0) >= events
+                and counters == stats.get("flushed")
+                and stats.get("open") == {"persons": 0, "devices": 0}
+            ):
+                stats["settled"] = True
+                return stats
+            time.sleep(0.3)
+        return stats | {"settled": False}
+
+    def wait_signals_quiet(self, quiet_s: float = 3.0, timeout_s: float = 60.0) -> dict:
+        """Wait until the signals stage has read something and nothing changed for
+        `quiet_s` (its rows are written within `signals_flush_seconds`, 1 s by default)."""
+        deadline = time.monotonic() + timeout_s
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            stats = self._json("/signals/stats/")
+            figures = {k: stats.get(k) for k in ("messages", "events_applied", "rows_written")}
+            if figures != last:
+                last, since = figures, time.monotonic()
+            elif stats.get("events_applied") and time.monotonic() - since >= quiet_s:
+                return stats | {"settled": True}
+            time.sleep(0.3)
+        return {**(last or {}), "settled": False}
+
     def stop(self) -> None:
         if self.collector is not None:
             stop(self.collector, signal.SIGTERM)

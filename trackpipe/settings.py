@@ -124,7 +124,7 @@ class Settings(BaseSettings):
 
     # Streams: identity and sessions
     identity_enabled: bool = Field(
-        True, description="run the identity + sessions stage; needs a ClickHouse server"
+        True, description="run the identity + sessions stage (ClickHouse server or chdb)"
     )
     topic_identity_in: str = Field("", description="batches for the stage; default <raw>.identity")
     topic_identity_changes: str = Field("", description="default <raw>.identity-changes")

@@ -47,6 +47,12 @@ class Person:
     def email(self) -> str:
         return f"Person.{self.index}@Example.com "  # messy on purpose: the edge normalises it
 
+    @property
+    def consent(self) -> str:
+        # Every fourth person declines marketing: never in an audience. By index, not by the
+        # generator's rng, so the rest of the traffic is what it was without consent.
+        return "analytics" if self.index % 4 == 3 else "analytics,marketing"
+
 
 def generate(
     persons: int,
@@ -121,6 +127,7 @@ def _step(
         params["r"] = rng.choice(REFERRERS)
     if logged_in and "uid" not in params:
         params["uid"] = p.user_id
+    params["cs"] = p.consent  # what a consent banner's answer adds to every beacon
     return params
 
 

@@ -114,6 +114,10 @@ def _overrides(uid: str, bootstrap: str, warehouse_url: str, tmp: Path) -> dict[
         "topic_raw": f"raw-{uid}",
         "topic_dead": f"dead-{uid}",
         "topic_suppressions": f"suppressions-{uid}",
+        # The stages' own topics too: on the shared broker, a worker would read every
+        # earlier test's attributed events from the start.
+        "topic_attributed": f"attributed-{uid}",
+        "topic_signals": f"signals-{uid}",
         "app_id": f"trackpipe-test-{uid}",
         "collector_port": free_port(),
         "worker_web_port": free_port(),

@@ -34,3 +34,13 @@ def test_malformed_beacons_are_mixed_in_on_request() -> None:
     clean = list(generate(50, seed=2))
     dirty = list(generate(50, seed=2, malformed_every=10))
     assert len(dirty) == len(clean) + len(clean) // 10
+
+
+def test_every_beacon_states_consent_and_some_people_decline_marketing() -> None:
+    by_person: dict[str, set[str]] = defaultdict(set)
+    for b in generate(40, seed=5):
+        by_person[b.device.split("-")[0]].add(parse_qs(b.query)["cs"][0])
+    assert all(len(stated) == 1 for stated in by_person.values())  # one answer per person
+    answers = [stated.pop() for stated in by_person.values()]
+    assert answers.count("analytics") == 10  # every fourth of the 40
+    assert answers.count("analytics,marketing") == 30
