@@ -94,7 +94,7 @@ def run_demo(persons: int = 300, workdir: str = ".demo", seed: int = 7) -> int:
     finally:
         pipeline.stop()  # the worker must let go of the chdb directory before we read it
         stop(broker)
-    consistent = _report(o, written, accepted, letters, counters)
+    consistent = _report(o, written, accepted, letters, counters, persons)
     settled = identity["settled"] and signals["settled"]
     return 0 if written == accepted and gifs == len(beacons) and settled and consistent else 1
 
@@ -125,7 +125,7 @@ def _dashboards(wh: Warehouse) -> None:
     print("  funnel (device-days): " + " → ".join(str(n) for n in steps))
 
 
-def _people(wh: Warehouse, counters: dict[str, int]) -> bool:
+def _people(wh: Warehouse, counters: dict[str, int], people: int) -> bool:
     """Persons, sessions and one journey; True when every applied event is in exactly one
     person session and one device session."""
     db = wh.database
@@ -138,6 +138,10 @@ def _people(wh: Warehouse, counters: dict[str, int]) -> bool:
     print(
         f"\n== identity: {ids} identifiers stitched into {persons} persons; "
         f"{multi} seen on two devices or more, {web_and_app} on the web and in the app"
+    )
+    print(
+        f"  (the traffic came from {people} people: a device whose beacons never carry a "
+        f"user id or an e-mail address stays a person of its own)"
     )
     [(sessions, cross, switches, events, converted, revenue, still_open)] = wh.query(
         f"SELECT count(), countIf(length(devices) > 1), sum(switches), sum(events), "
@@ -215,6 +219,7 @@ def _report(
     accepted: int,
     letters: list[tuple[bytes | None, bytes]],
     counters: dict[str, int],
+    people: int,
 ) -> bool:
     from schemas.warehouse import connect
 
@@ -241,7 +246,7 @@ def _report(
         ):
             print("  " + " | ".join(str(v) for v in row))
         _dashboards(wh)
-        consistent = _people(wh, counters)
+        consistent = _people(wh, counters, people)
         _audiences(wh)
     verdict = "OK" if written == accepted else "MISMATCH"
     print(
