@@ -152,11 +152,16 @@ class Pipeline:
         wait_http(self.worker, f"{self.worker_url}/stats/")
         return self
 
-    def worker_stats(self) -> dict[str, int]:
+    def worker_json(self, path: str) -> dict:
+        """A worker page's JSON (`/stats/`, `/identity/`, `/signals/stats/`); {} until it
+        answers 200."""
         import orjson
 
-        status, body = http_get(f"{self.worker_url}/stats/")
+        status, body = http_get(f"{self.worker_url}{path}")
         return orjson.loads(body) if status == 200 else {}
+
+    def worker_stats(self) -> dict[str, int]:
+        return self.worker_json("/stats/")
 
     def wait_rows_written(self, expected: int, timeout_s: float = 90.0) -> int:
         """Wait until the worker reports `expected` rows written; return the last count."""
@@ -169,19 +174,13 @@ class Pipeline:
             time.sleep(0.2)
         return written
 
-    def _json(self, path: str) -> dict:
-        import orjson
-
-        status, body = http_get(f"{self.worker_url}{path}")
-        return orjson.loads(body) if status == 200 else {}
-
     def wait_identity_settled(self, events: int, timeout_s: float = 90.0) -> dict:
         """Wait until the identity stage has applied `events` events, written everything it
         applied and closed every session; return its last /identity/ figures."""
         deadline = time.monotonic() + timeout_s
         stats: dict = {}
         while time.monotonic() < deadline:
-            stats = self._json("/identity/") or stats
+            stats = self.worker_json("/identity/") or stats
             counters = stats.get("counters") or {}
             if (
                 counters.get("events", 0) + counters.get("late", 0) >= events
@@ -199,7 +198,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
-            stats = self._json("/signals/stats/")
+            stats = self.worker_json("/signals/stats/")
             figures = {k: stats.get(k) for k in ("messages", "events_applied", "rows_written")}
             if figures != last:
                 last, since = figures, time.monotonic()

@@ -45,7 +45,7 @@ def test_sigint_writes_what_a_stage_holds_and_the_worker_exits(
         assert send_beacons("127.0.0.1", int(overrides["collector_port"]), beacons) == len(beacons)
         assert pipeline.wait_rows_written(len(beacons), timeout_s=60) == len(beacons)
         identity = _wait(
-            lambda: pipeline._json("/identity/"),
+            lambda: pipeline.worker_json("/identity/"),
             lambda s: (s.get("counters") or {}).get("events", 0) >= len(beacons),
         )
         assert identity["counters"]["events"] == len(beacons)
@@ -53,7 +53,7 @@ def test_sigint_writes_what_a_stage_holds_and_the_worker_exits(
             assert identity["flushes"] == 0  # held: none of it written yet
         else:
             signals = _wait(
-                lambda: pipeline._json("/signals/stats/"), lambda s: s.get("messages", 0) > 0
+                lambda: pipeline.worker_json("/signals/stats/"), lambda s: s.get("messages", 0) > 0
             )
             assert signals["messages"] > 0 and signals["rows_written"] == 0  # held
         assert pipeline.collector is not None and pipeline.worker is not None
