@@ -66,15 +66,14 @@ def flush_every(
     task: asyncio.Task | None = None
 
     async def loop() -> None:
-        waited = 0.0
+        due = time.monotonic() + seconds
         while True:
             await asyncio.sleep(_DRAIN_S)
-            waited += _DRAIN_S
             try:
                 if app.should_stop:
                     await drain()
-                elif waited >= seconds:
-                    waited = 0.0
+                elif time.monotonic() >= due:
+                    due = time.monotonic() + seconds
                     await flush()
             except Exception as exc:
                 await app.crash(exc)
