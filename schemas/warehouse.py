@@ -191,8 +191,8 @@ class _EscapeContext:
 class _ChdbSession:
     """The process's one embedded engine: chdb runs a single server per process, on one
     data directory. Every ChdbWarehouse of the process shares it (the sink's, the identity
-    stage's); the last one to close closes it. Sessions closed one by one while another
-    still had the directory open crashed the interpreter at exit."""
+    stage's); the last one to close closes it. With a session each, a worker whose sink had
+    closed its own while the identity stage's stayed open died at exit with SIGSEGV."""
 
     _open: ClassVar[dict[str, _ChdbSession]] = {}
     _guard = threading.Lock()
