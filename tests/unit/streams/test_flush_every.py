@@ -47,22 +47,34 @@ async def _ticks(n: int = 5) -> None:
     await asyncio.sleep(app_module._DRAIN_S * n)
 
 
-def test_flushes_by_the_interval_then_drains_while_stopping_and_ends_after(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """The loop's clock, set by the test; ticks of 5 ms."""
+    now = types.SimpleNamespace(now=0.0)
     monkeypatch.setattr(app_module, "_DRAIN_S", 0.005)
-    clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(app_module, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
-    app, calls = FakeApp(), []
+    monkeypatch.setattr(app_module, "time", types.SimpleNamespace(monotonic=lambda: now.now))
+    return now
 
+
+def _recorded(calls: list[str], failure: Exception | None = None):
     async def flush() -> None:
         calls.append("flush")
+        if failure is not None:
+            raise failure
 
     async def drain() -> None:
         calls.append("drain")
 
+    return flush, drain
+
+
+def test_flushes_by_the_interval_then_drains_while_stopping_and_ends_after(
+    clock: types.SimpleNamespace,
+) -> None:
+    app, calls = FakeApp(), []
+
     async def scenario() -> None:
-        flush_every(app, 10.0, flush, drain)  # type: ignore[arg-type]
+        flush_every(app, 10.0, *_recorded(calls))  # type: ignore[arg-type]
         await app.start()
         await _ticks()
         assert calls == []  # not due yet
@@ -85,23 +97,13 @@ def test_flushes_by_the_interval_then_drains_while_stopping_and_ends_after(
 
 
 def test_a_failing_flush_crashes_the_worker_and_the_loop_ends(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: types.SimpleNamespace,
 ) -> None:
-    monkeypatch.setattr(app_module, "_DRAIN_S", 0.005)
-    clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(app_module, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
     app, calls = FakeApp(), []
     failure = RuntimeError("broker gone")
 
-    async def flush() -> None:
-        calls.append("flush")
-        raise failure
-
-    async def drain() -> None:
-        calls.append("drain")
-
     async def scenario() -> None:
-        flush_every(app, 10.0, flush, drain)  # type: ignore[arg-type]
+        flush_every(app, 10.0, *_recorded(calls, failure))  # type: ignore[arg-type]
         await app.start()
         await _ticks()  # the loop has started: due at 10
         clock.now = 10.0
