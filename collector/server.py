@@ -9,7 +9,7 @@ import logging
 import shutil
 import signal
 
-from collector.http import HttpProtocol
+from collector.http import HttpProtocol, LoopWrites
 from collector.metrics import Metrics
 from collector.routes import Routes
 from collector.service import CollectorService
@@ -43,8 +43,11 @@ async def serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     routes = build_routes(settings, sink, metrics, suppressions)
+    writes = LoopWrites(loop)
     server = await loop.create_server(
-        lambda: HttpProtocol(routes, settings.max_body_bytes, settings.max_url_bytes, metrics),
+        lambda: HttpProtocol(
+            routes, settings.max_body_bytes, settings.max_url_bytes, metrics, writes
+        ),
         settings.collector_host,
         settings.collector_port,
         reuse_address=True,
