@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from collector.http import HttpProtocol, Request, Response
+from collector.http import HttpProtocol, LoopWrites, Request, Response, Writes
 from collector.routes import Routes
 from collector.sinks.memory import MemorySink
 from schemas.events import Event
@@ -58,6 +58,19 @@ def events(sink: MemorySink, topic: str = RAW) -> list[dict[str, Any]]:
 
 def header(response: Response, name: str) -> list[str]:
     return [v for k, v in response.headers if k.lower() == name.lower()]
+
+
+def as_served(make: Callable[[Writes], HttpProtocol]) -> Callable[[], HttpProtocol]:
+    """A protocol factory whose protocols share one LoopWrites on the serving loop, as
+    `collector.server.serve` sets them up."""
+    shared: list[Writes] = []
+
+    def protocol() -> HttpProtocol:  # called on the server's loop
+        if not shared:
+            shared.append(LoopWrites(asyncio.get_running_loop()))
+        return make(shared[0])
+
+    return protocol
 
 
 @contextmanager

@@ -10,22 +10,19 @@ import pytest
 
 from collector.http import HttpProtocol, LoopWrites, Writes
 from collector.routes import Routes
-from tests.unit.collector.helpers import serving
+from tests.unit.collector.helpers import as_served, serving
 
 
 @pytest.fixture(params=["at_once", "after_the_loop_iteration"])
 def server(routes: Routes, request: pytest.FixtureRequest) -> Iterator[int]:
     """Every test runs with answers written at once and, as the collector does, together
     once the loop has handled what it read (one writer shared by the connections)."""
-    shared: list[Writes] = []
 
-    def protocol() -> HttpProtocol:  # called on the server's loop
-        if not shared:
-            loop_writes = request.param == "after_the_loop_iteration"
-            shared.append(LoopWrites(asyncio.get_running_loop()) if loop_writes else Writes())
-        return HttpProtocol(routes, 1024, 512, writes=shared[0])
+    def served(writes: Writes) -> HttpProtocol:
+        return HttpProtocol(routes, 1024, 512, writes=writes)
 
-    with serving(protocol) as port:
+    at_once = request.param == "at_once"
+    with serving((lambda: served(Writes())) if at_once else as_served(served)) as port:
         yield port
 
 

@@ -38,6 +38,7 @@ from tests.unit.collector.helpers import (
     CHROME,
     DEAD,
     RAW,
+    as_served,
     events,
     get,
     header,
@@ -68,7 +69,7 @@ def settings() -> Settings:
 def server(routes: Routes, metrics: Metrics, settings: Settings) -> Iterator[int]:
     """The collector's own HTTP server on a real socket, counting into `metrics`."""
     limits = (settings.max_body_bytes, settings.max_url_bytes)
-    with serving(lambda: HttpProtocol(routes, *limits, metrics)) as port:
+    with serving(as_served(lambda writes: HttpProtocol(routes, *limits, metrics, writes))) as port:
         yield port
 
 
