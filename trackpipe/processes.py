@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,49 +163,59 @@ class Pipeline:
     def worker_stats(self) -> dict[str, int]:
         return self.worker_json("/stats/")
 
+    def wait_worker(
+        self, path: str, done: Callable[[dict], bool], timeout_s: float
+    ) -> tuple[dict, bool]:
+        """Poll a worker page until `done(figures)`: the last figures it gave (a failed poll
+        keeps the ones before), and whether `done` held before the timeout."""
+        deadline = time.monotonic() + timeout_s
+        figures: dict = {}
+        while True:
+            figures = self.worker_json(path) or figures
+            if done(figures):
+                return figures, True
+            if time.monotonic() >= deadline:
+                return figures, False
+            time.sleep(0.2)
+
     def wait_rows_written(self, expected: int, timeout_s: float = 90.0) -> int:
         """Wait until the worker reports `expected` rows written; return the last count."""
-        deadline = time.monotonic() + timeout_s
-        written = 0
-        while time.monotonic() < deadline:
-            written = self.worker_stats().get("rows_written", written)
-            if written >= expected:
-                break
-            time.sleep(0.2)
-        return written
+        stats, _ = self.wait_worker(
+            "/stats/", lambda s: s.get("rows_written", 0) >= expected, timeout_s
+        )
+        return stats.get("rows_written", 0)
 
     def wait_identity_settled(self, events: int, timeout_s: float = 90.0) -> dict:
         """Wait until the identity stage has applied `events` events, written everything it
         applied and closed every session; return its last /identity/ figures."""
-        deadline = time.monotonic() + timeout_s
-        stats: dict = {}
-        while time.monotonic() < deadline:
-            stats = self.worker_json("/identity/") or stats
+
+        def settled(stats: dict) -> bool:
             counters = stats.get("counters") or {}
-            if (
+            return (
                 counters.get("events", 0) + counters.get("late", 0) >= events
                 and counters == stats.get("flushed")
                 and stats.get("open") == {"persons": 0, "devices": 0}
-            ):
-                stats["settled"] = True
-                return stats
-            time.sleep(0.3)
-        return stats | {"settled": False}
+            )
+
+        stats, done = self.wait_worker("/identity/", settled, timeout_s)
+        return stats | {"settled": done}
 
     def wait_signals_quiet(self, quiet_s: float = 3.0, timeout_s: float = 60.0) -> dict:
         """Wait until the signals stage has read something and nothing changed for
         `quiet_s` (its rows are written within `signals_flush_seconds`, 1 s by default)."""
-        deadline = time.monotonic() + timeout_s
-        last, since = None, time.monotonic()
-        while time.monotonic() < deadline:
-            stats = self.worker_json("/signals/stats/")
+        last: dict | None = None
+        since = time.monotonic()
+
+        def quiet(stats: dict) -> bool:
+            nonlocal last, since
             figures = {k: stats.get(k) for k in ("messages", "events_applied", "rows_written")}
             if figures != last:
                 last, since = figures, time.monotonic()
-            elif stats.get("events_applied") and time.monotonic() - since >= quiet_s:
-                return stats | {"settled": True}
-            time.sleep(0.3)
-        return {**(last or {}), "settled": False}
+                return False
+            return bool(stats.get("events_applied")) and time.monotonic() - since >= quiet_s
+
+        stats, done = self.wait_worker("/signals/stats/", quiet, timeout_s)
+        return stats | {"settled": done}
 
     def stop(self) -> None:
         if self.collector is not None:

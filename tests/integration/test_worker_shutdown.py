@@ -10,8 +10,6 @@ it. Before that flush existed, such a worker waited until it was killed.
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,15 +23,6 @@ pytestmark = pytest.mark.integration
 HOLD = 600.0  # seconds: no flush by the interval while the test runs
 
 
-def _wait(probe: Callable[[], dict], done: Callable[[dict], bool], timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    stats = probe()
-    while not done(stats) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        stats = probe()
-    return stats
-
-
 @pytest.mark.parametrize("holder", ["identity", "signals"])
 def test_sigint_writes_what_a_stage_holds_and_the_worker_exits(
     stack: Stack, tmp_path: Path, holder: str
@@ -44,16 +33,17 @@ def test_sigint_writes_what_a_stage_holds_and_the_worker_exits(
     try:
         assert send_beacons("127.0.0.1", int(overrides["collector_port"]), beacons) == len(beacons)
         assert pipeline.wait_rows_written(len(beacons), timeout_s=60) == len(beacons)
-        identity = _wait(
-            lambda: pipeline.worker_json("/identity/"),
+        identity, _ = pipeline.wait_worker(
+            "/identity/",
             lambda s: (s.get("counters") or {}).get("events", 0) >= len(beacons),
+            timeout_s=60,
         )
         assert identity["counters"]["events"] == len(beacons)
         if holder == "identity":
             assert identity["flushes"] == 0  # held: none of it written yet
         else:
-            signals = _wait(
-                lambda: pipeline.worker_json("/signals/stats/"), lambda s: s.get("messages", 0) > 0
+            signals, _ = pipeline.wait_worker(
+                "/signals/stats/", lambda s: s.get("messages", 0) > 0, timeout_s=60
             )
             assert signals["messages"] > 0 and signals["rows_written"] == 0  # held
         assert pipeline.collector is not None and pipeline.worker is not None
