@@ -24,7 +24,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WarehouseSink]:
     # Full GC collections of the worker's long-lived objects stalled the read API by
     # 50-80 ms each (its p99); frozen once the tables are recovered. See streams/heap.py.
     freeze_heap_after_recovery(app)
-    if identity_runs(settings):
+    if settings.identity_enabled:
         Stitching(app, settings).register()
 
     if settings.signals_enabled:
@@ -32,13 +32,9 @@ def build_worker(settings: Settings) -> tuple[faust.App, WarehouseSink]:
     return app, sink
 
 
-def identity_runs(settings: Settings) -> bool:
-    return settings.identity_enabled
-
-
 def run(settings: Settings) -> None:
     ensure_topics(settings)
-    if identity_runs(settings):
+    if settings.identity_enabled:
         ensure_topics(settings, [settings.identity_topic("identity-in")], partitions=1)
         ensure_topics(settings, [settings.identity_topic(n) for n in ("identity-changes", "late")])
 

@@ -45,12 +45,11 @@ def erase_command(identifiers: Iterable[Identifier]) -> bytes:
 
 def publish_erasure(settings: Settings, identifiers: list[Identifier]) -> list[str]:
     """Publish the suppression keys, then the identity stage's erase command; returns the keys."""
-    from streams.worker import identity_runs  # the worker's modules import this one
     from trackpipe.kafka_admin import ensure_topics
 
     keys = [i.suppression_key for i in identifiers]
     publish(settings.kafka_bootstrap, settings.topic_suppressions, keys)
-    if identity_runs(settings) and identifiers:
+    if settings.identity_enabled and identifiers:
         topic = settings.identity_topic("identity-in")
         ensure_topics(settings, [topic], partitions=1)
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
