@@ -39,6 +39,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # faust's 1 MiB per partition is a couple of dozen of the stitching stage's batch
+        # messages: on a backlog its agent applied them in under a second, then waited for
+        # the next fetch; it spent most of the benchmark's run waiting (docs/streams.md).
+        consumer_max_fetch_size=settings.worker_fetch_bytes,
     )
     table_store.recover_in_bulk(app)
     handed_on = deliver_every_message(app.consumer)

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     worker_data_dir: Path = Path(".trackpipe-worker")
+    worker_fetch_bytes: int = Field(
+        16 << 20,
+        ge=1 << 20,
+        description="most bytes one fetch takes from a partition (faust's default is 1 MiB)",
+    )
     sink_batch_size: int = 5000
     sink_batch_seconds: float = 0.5
     sink_failpoint: str = Field(
