@@ -228,16 +228,25 @@ class Stitching:
         t = time.perf_counter()
         out = engine.flush(version)
         t = self._took("engine_flush", t)
-        await self.writer.write(out)
-        t = self._took("warehouse", t)
-        # The topics' records, then the state: each delivered before the next is sent. The
-        # next owner re-applies only the input after the state, so records sent after it
-        # could be lost in a crash.
-        await asyncio.gather(*await self._produce(self._messages(out)))
-        t = self._took("topics", t)
+        # Rows and the topics' records, then the state: the state is sent only once both are
+        # written. The next owner re-applies only the input after the state, so rows or
+        # records sent after it could be lost in a crash. The rows and the records do not
+        # depend on each other: they go together, and the state is encoded while the
+        # ClickHouse server parses the rows (the insert thread waits without the GIL).
+        rows = asyncio.ensure_future(self.writer.write(out))
+        try:
+            sent = await self._produce(self._messages(out))
+            t = self._took("topics", t)
+            encoded = {name: stored_json(r) for name, r in out.state.items()}
+            t = self._took("table", t)
+            await asyncio.gather(*sent)
+            await rows
+        finally:
+            rows.cancel()  # a no-op once written; on an error, stop retrying in the loop
+        t = self._took("warehouse", t)  # what was left to wait for, of the rows and records
         if self.engine is not engine:
             return  # revoked meanwhile: only the owner writes state (it re-applies this input)
-        await self._write_state({name: stored_json(r) for name, r in out.state.items()})
+        await self._write_state(encoded)
         self._took("table", t)
         engine.version = version
         self.flushes += 1
