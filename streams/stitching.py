@@ -3,11 +3,12 @@
 Only the worker that owns that partition runs the engine, so merges need no coordination and
 one worker or three give the same result. The engine's state lives in memory; a faust Table
 (changelog-backed, one partition, so its records stay in order) holds it for recovery:
-- every `identity_flush_seconds` the agent (or its timer) writes ClickHouse rows, then
-  the topics, then a `wal` record with every changed state entry, then those entries one
-  by one, and only then acknowledges the input. A crash half-way leaves the `wal` record,
-  which loading replays, so the table never holds half a flush; rows written before the
-  crash are written again with the same version, which ReplacingMergeTree collapses.
+- every `identity_flush_seconds` the agent (or its timer) writes ClickHouse rows and the
+  topics' records (together), then a `wal` record with every changed state entry, then
+  those entries one by one, and only then acknowledges the input. A crash half-way leaves
+  the `wal` record, which loading replays, so the table never holds half a flush; rows
+  written before the crash are written again with the same version, which
+  ReplacingMergeTree collapses.
 - input at or below the state's `version` (the last flushed input offset) is skipped.
 """
 
