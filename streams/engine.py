@@ -145,6 +145,9 @@ class Engine:
         self.counters = Counters()
         self.version = -1  # the input offset the state includes
         self._out = Output()
+        # Session id → (events, summary) of the person sessions emitted since the last
+        # flush, for the device sessions with the same events (`_summary`).
+        self._summaries: dict[str, tuple[list, dict[str, Any]]] = {}
 
     # ---- input --------------------------------------------------------------------------
     def identifiers(self, ev: list[Any]) -> list[str]:
@@ -245,6 +248,7 @@ class Engine:
                 self.devices.dirty.add(device)
         self.graph.changed -= members
         self.graph.drop_links(members)
+        self._summaries = {}  # nothing of theirs kept, not even until the flush
         out = self._out  # rows produced since the last flush must not reach the warehouse
         out.sessions = [r for r in out.sessions if r["person_id"] not in pids]
         out.device_sessions = [r for r in out.device_sessions if r["device_id"] not in devices]
@@ -308,13 +312,12 @@ class Engine:
             )
 
     # ---- output -------------------------------------------------------------------------
-    @staticmethod
-    def _rows(session: Session, final: bool, owner_column: str, owner: str) -> list[dict]:
+    def _rows(self, session: Session, final: bool, owner_column: str, owner: str) -> list[dict]:
         """The session's row, then a tombstone for each id it had before.
 
         Each row is one dict built once: rows are nearly as many as events.
         """
-        row = summary(session)
+        row = self._summary(session, owner_column == "person_id")
         row["is_final"] = int(final)
         row["superseded_by"] = ""
         row[owner_column] = owner
@@ -326,6 +329,27 @@ class Engine:
         session.emitted = [sid]
         session.changed = False
         return rows
+
+    def _summary(self, session: Session, person: bool) -> dict[str, Any]:
+        """`summary(session)`, computed once for a person session and a device session that
+        hold the same events.
+
+        Most device sessions are also a person session (one device within the gap: 89 % of
+        the device rows on the benchmark's traffic), and both are emitted in the same step,
+        the person's first (a flush writes persons, then devices; a close of the same events
+        is due at the same time, persons first). A summary depends only on the events, so
+        equal events (the same tuples: both sessionizers hold each event's one tuple) give
+        an equal row. The cache lives until the flush.
+        """
+        events = session.events
+        if not person:
+            hit = self._summaries.get(session.session_id)
+            if hit is not None and hit[0] == events:
+                return hit[1].copy()
+            return summary(session)
+        row = summary(session)
+        self._summaries[row["session_id"]] = (events.copy(), row.copy())
+        return row
 
     def _emit_person(self, pid: str, session: Session, final: bool) -> None:
         self._out.sessions += self._rows(session, final, "person_id", pid)
@@ -347,6 +371,7 @@ class Engine:
         self.version = version
         out.state["meta"] = self.meta()
         self._out = Output()
+        self._summaries = {}
         return out
 
     def _flush_people(self, dirty: set[str]) -> None:
