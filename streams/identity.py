@@ -87,7 +87,7 @@ def _counts(*people: Person) -> dict[str, int]:
     counts: dict[str, int] = {}
     for person in people:
         for key in person.members:
-            kind = key[: key.index(":")]
+            kind = identifier_type(key)
             counts[kind] = counts.get(kind, 0) + 1
     return counts
 
