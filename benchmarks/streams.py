@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from schemas.migrate import migrate  # noqa: E402
 from schemas.warehouse import connect  # noqa: E402
+from streams.stitching import ensure_stage_topics  # noqa: E402
 from trackpipe.identity_traffic import generate  # noqa: E402
 from trackpipe.kafka_admin import ensure_topics  # noqa: E402
 from trackpipe.processes import Proc, env_for, free_port, http_get, stop  # noqa: E402
@@ -160,9 +161,7 @@ def throughput(persons: int) -> None:
     with connect(settings.warehouse_url) as wh:
         migrate(wh)
     ensure_topics(settings)
-    for name in ("identity-in",):
-        ensure_topics(settings, [settings.identity_topic(name)], partitions=1)
-    ensure_topics(settings, [settings.identity_topic(n) for n in ("identity-changes", "late")])
+    ensure_stage_topics(settings)
     try:
         t0 = time.perf_counter()
         asyncio.run(preload(settings, events))

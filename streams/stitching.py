@@ -1,119 +1,99 @@
-"""The stitching agent: identity + sessions over the one-partition batch topic.
+"""The stitching stage: identity + sessions over the one-partition batch topic.
 
-Only the worker that owns that partition runs the engine, so merges need no coordination and
-one worker or three give the same result. The engine's state lives in memory; a faust Table
-(changelog-backed, one partition, so its records stay in order) holds it for recovery:
-- every `identity_flush_seconds` the agent (or its timer) writes ClickHouse rows and the
-  topics' records (together), then a `wal` record with every changed state entry, then
-  those entries one by one, and only then acknowledges the input. A crash half-way leaves
-  the `wal` record, which loading replays, so the table never holds half a flush; rows
-  written before the crash are written again with the same version, which
-  ReplacingMergeTree collapses.
-- input at or below the state's `version` (the last flushed input offset) is skipped.
+Exactly one worker owns the stage: the member of the `<app_id>-identity-stitch` consumer
+group that holds the input's only partition. It reads the state topic to its end, builds
+the engine, seeks the input to the offset after the one the state includes, and applies
+from there. Merges therefore need no coordination, and one worker or three give the same
+result. Every `identity_flush_seconds` the owner writes ClickHouse rows and the topics'
+records (together), then a `wal` record with every changed state entry, then those entries
+one by one (streams/state_log.py). A crash half-way leaves the `wal` record, which loading
+replays, so the state is always a whole flush; input after it is applied again by the next
+owner, and the rows it writes carry the same versions, which ReplacingMergeTree collapses.
+
+The input is read by a plain aiokafka consumer, not a faust agent: the state says where to
+resume, so no committed offset is needed for correctness, and faust's consumer lost input
+messages around rebalances (docs/streams.md, "Ownership").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 import orjson
-from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from faust.web import Request, Response, View
 
 from schemas.signals import batch_message, merge_message
-from schemas.warehouse import Warehouse
 from streams.app import flush_every
 from streams.batcher import Batcher
 from streams.engine import ADID, DEVICE_ID, EMAIL, USER_ID, Engine, Output
+from streams.state_log import (
+    STATE_BATCH_BYTES,
+    WAL_MAX_BYTES,
+    read_state,
+    send_batches,
+    state_topic_configs,
+)
 from streams.table_store import stored_json
+from streams.warehouse_rows import RowWriter
+from trackpipe.kafka_admin import ensure_topics
 from trackpipe.settings import Settings
 from trackpipe.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
-WAL_MAX_BYTES = 32 * 1024 * 1024
-# A record batch's size: under the broker's default message.max.bytes (1 MB) for topics
-# that keep it, bigger for the state changelog (WAL_MAX_BYTES); fewer batches, fewer round
-# trips (a partition has one batch in flight). A bigger record goes alone.
-BATCH_BYTES = 512 * 1024
-STATE_BATCH_BYTES = 4 * 1024 * 1024
 MESSAGE_RECORDS = 1000
 ATTRIBUTED_BATCH = 5000  # events per attributed message (the contract allows 10,000)
 
 
-def _new_batch(size: int) -> BatchBuilder:
-    return BatchBuilder(size, compression_type=0)
+def state_topic(settings: Settings) -> str:
+    # The name the faust Table that once held the state gave its changelog.
+    return f"{settings.app_id}-identity-state-changelog"
 
 
-class RowWriter:
-    """ClickHouse inserts on one thread, retried with backoff until they succeed."""
+def ensure_stage_topics(settings: Settings) -> None:
+    """The stage's topics: its input and state with one partition each (one owner, records
+    in order), the identity changes and late events with the pipeline's partition count."""
+    ensure_topics(settings, [settings.identity_topic("identity-in")], partitions=1)
+    ensure_topics(settings, [state_topic(settings)], partitions=1, configs=state_topic_configs())
+    ensure_topics(settings, [settings.identity_topic(n) for n in ("identity-changes", "late")])
 
-    def __init__(self, open_warehouse: Any) -> None:
-        self._open = open_warehouse
-        self._warehouse: Warehouse | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="identity-warehouse")
 
-    def _insert(self, out: Output) -> None:
-        if self._warehouse is None:
-            self._warehouse = self._open()
-        try:
-            for table, rows in (
-                ("identities", out.identities),
-                ("sessions", out.sessions),
-                ("device_sessions", out.device_sessions),
-            ):
-                # As JSON the server parses: the driver encodes columns in Python,
-                # which was most of this thread's time, holding the GIL.
-                self._warehouse.insert_dicts(table, rows)
-            if out.erased_persons or out.erased_devices:
-                self._erase(self._warehouse, out)
-        except Exception:
-            self._warehouse.close()
-            self._warehouse = None
-            raise
+def engine_from_state(engine: Engine, state: Iterable[tuple[bytes | str, bytes]]) -> Engine:
+    """`engine` loaded with the state topic's latest records, the `wal` record replayed over
+    them (it completes a flush that may have been cut off half-way)."""
+    wal = None
+    for key, value in state:
+        name = key.decode() if isinstance(key, bytes) else key
+        if name == "wal":
+            wal = orjson.loads(value)
+        elif value is not None:
+            engine.load(name, orjson.loads(value))
+    for name, record in (wal or {}).items():
+        engine.load(name, record)
+    return engine
 
-    @staticmethod
-    def _erase(warehouse: Warehouse, out: Output) -> None:
-        """Delete the erased persons' rows (idempotent; `[""]` never matches, and keeps an
-        empty list from becoming Array(Nothing), which ClickHouse 18.16 refuses)."""
-        params = {
-            "persons": out.erased_persons or [""],
-            "devices": out.erased_devices or [""],
-            "ids": out.erased_ids or [""],
-        }
-        db = warehouse.database
-        for table, where in (
-            (
-                "identities",
-                "has(%(ids)s, concat(id_type, ':', id_value)) OR has(%(persons)s, person_id)",
-            ),
-            ("sessions", "has(%(persons)s, person_id) OR hasAny(devices, %(devices)s)"),
-            ("device_sessions", "has(%(devices)s, device_id)"),
-        ):
-            warehouse.execute(f"ALTER TABLE {db}.{table} DELETE WHERE {where}", params)
 
-    async def write(self, out: Output) -> None:
-        delay = 0.2
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await loop.run_in_executor(self._executor, self._insert, out)
-                return
-            except Exception as exc:
-                log.warning("identity rows not written (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+class _Ownership(ConsumerRebalanceListener):
+    def __init__(self, stage: Stitching) -> None:
+        self.stage = stage
 
-    def close(self) -> None:
-        if self._warehouse is not None:
-            self._executor.submit(self._warehouse.close).result(timeout=30)
-        self._executor.shutdown(wait=True)
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.stage.input in revoked:
+            await self.stage.give_up()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.stage.input in assigned and self.stage.consumer is not None:
+            # Nothing is read until the state says where to start (`_take_over`).
+            self.stage.consumer.pause(self.stage.input)
 
 
 class Stitching:
@@ -127,43 +107,28 @@ class Stitching:
         self.batcher = Batcher(settings, self.suppressions, self.follow_suppressions)
         self.writer = RowWriter(settings.open_warehouse)
         self.flushes = 0
+        self.takeovers = 0
         self.flushed: dict[str, int] = {}  # the counters as of the last completed flush
         self.seconds: dict[str, float] = {}  # where the time goes, for the benchmark
-        self._lock = asyncio.Lock()  # the agent and the flush timer share the engine
-        self._stream: faust.StreamT | None = None
-        self._unacked: list[faust.EventT] = []
+        self._lock = asyncio.Lock()  # the input loop and the flush timer share the engine
+        self.input = TopicPartition(settings.identity_topic("identity-in"), 0)
+        self.state_topic = state_topic(settings)
+        self.consumer: AIOKafkaConsumer | None = None
         self._applied = -1  # the newest input offset applied in memory
+        self._generation = 0  # counts revocations: a state read they overtook is dropped
+        self._committed = -1
+        self._keys: set[bytes] = set()  # state keys the topic holds a value for
+        self._state_write: asyncio.Future | None = None
         self._flushed_at = time.monotonic()
-        self.source = app.topic(
-            settings.identity_topic("identity-in"),
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=1,
-        )
-        self.changes = app.topic(
-            settings.identity_topic("identity-changes"),
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.late = app.topic(
-            settings.identity_topic("late"), key_serializer="raw", value_serializer="raw"
-        )
-        # Person-attributed events and merges feed the signals stage (docs/signals.md).
-        self.attributed = app.topic(
-            settings.topic_attributed, key_serializer="raw", value_serializer="raw"
-        )
-        # One partition: every entry lands in changelog partition 0, in write order, which
-        # is what makes the `wal` record sufficient (`_write_state` writes there directly).
-        self.table = app.Table(
-            "identity-state",
-            partitions=1,
-            use_partitioner=True,
-            key_type=bytes,
-            value_type=bytes,
-            # A `wal` record carries a whole flush: allow it more than Kafka's default 1 MB.
-            extra_topic_configs={"max.message.bytes": str(WAL_MAX_BYTES)},
-        )
-        app.conf.producer_max_request_size = WAL_MAX_BYTES
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.topics = {
+            "changes": settings.identity_topic("identity-changes"),
+            "late": settings.identity_topic("late"),
+            # Person-attributed events and merges feed the signals stage (docs/signals.md).
+            "attributed": settings.topic_attributed,
+        }
+        app.conf.producer_max_request_size = WAL_MAX_BYTES  # a `wal` record is one request
 
     async def follow_suppressions(self) -> None:
         """Read the suppression list to its end once, then follow it (a daemon thread)."""
@@ -202,28 +167,142 @@ class Stitching:
             attribute=s.signals_enabled,
         )
 
-    def load(self) -> Engine:
-        engine = self.new_engine()
-        wal = None
-        for key, value in self.table.items():
-            name = key.decode() if isinstance(key, bytes) else key
-            if name == "wal":
-                wal = orjson.loads(value)
-            elif value is not None:
-                engine.load(name, orjson.loads(value))
-        for name, record in (wal or {}).items():  # replay a flush that may be incomplete
-            engine.load(name, record)
+    def _took(self, part: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[part] = self.seconds.get(part, 0.0) + now - since
+        return now
+
+    # ---- ownership ----------------------------------------------------------------------
+    async def _take_over(self, consumer: AIOKafkaConsumer) -> None:
+        """Become the owner: the engine from the state topic, the input from after it."""
+        await self.follow_suppressions()
+        generation = self._generation
+        state = await read_state(self.settings.kafka_bootstrap, self.state_topic)
+        if generation != self._generation or self.input not in consumer.assignment():
+            return  # revoked while reading: the next assignment reads again
+        async with self._lock:
+            engine = engine_from_state(self.new_engine(), state.items())
+            self._keys = set(state)
+            self._applied = self._committed = engine.version
+            self._flushed_at = time.monotonic()
+            self.engine = engine
+        self.takeovers += 1
+        consumer.seek(self.input, engine.version + 1)
+        consumer.resume(self.input)
         log.info(
             "identity state loaded: input offset %d, %d persons",
             engine.version,
             len(engine.graph.persons),
         )
-        return engine
 
-    def _took(self, part: str, since: float) -> float:
-        now = time.perf_counter()
-        self.seconds[part] = self.seconds.get(part, 0.0) + now - since
-        return now
+    async def give_up(self) -> None:
+        """The input partition was revoked: drop the engine (the next owner loads the state).
+
+        A flush still writing rows stops before the state; one writing the state is let
+        finish, so that the next owner reads it whole or not at all.
+        """
+        self.engine = None
+        self._generation += 1
+        write = self._state_write
+        if write is not None and not write.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(write), 30.0)
+
+    # ---- input ----------------------------------------------------------------------------
+    def _apply(self, engine: Engine, offset: int, value: bytes) -> bool:
+        """Apply one input message; True when it was an erasure (flushed at once)."""
+        batch = orjson.loads(value)
+        self._applied = offset
+        if "erase" in batch:
+            # An erasure, in order with the batches: later events of the person are
+            # blocked even if the followed list has not caught up.
+            self.suppressions.add(batch.get("suppress", []))
+            pids = engine.erase(batch["erase"])
+            log.info("erasure: %d persons forgotten", len(pids))
+            return True
+        if batch["p"] >= 0:
+            t = time.perf_counter()
+            engine.apply(batch["p"], self.allowed(batch["e"]), batch["last"], batch.get("idle"))
+            self._took("engine_apply", t)
+        return False
+
+    async def consume(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap.split(","),
+            group_id=f"{s.app_id}-identity-stitch",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(500, min(3000, s.kafka_session_timeout_s * 333))),
+            max_partition_fetch_bytes=s.worker_fetch_bytes,
+            fetch_max_bytes=max(s.worker_fetch_bytes, 52428800),
+        )
+        self.consumer = consumer
+        consumer.subscribe([self.input.topic], listener=_Ownership(self))
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                await self._step(consumer)
+        finally:
+            try:
+                await self.flush_due(force=True)  # what this owner applied, before it leaves
+            finally:
+                await consumer.stop()
+                self._stopped.set()
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        wait_ms = int(self.settings.identity_flush_seconds * 500)
+        polled = await consumer.getmany(timeout_ms=wait_ms)
+        if self.input not in consumer.assignment():
+            return
+        if self.engine is None:
+            await self._take_over(consumer)
+            return
+        erased = False
+        async with self._lock:
+            engine = self.engine
+            if engine is None:
+                return  # revoked meanwhile
+            for m in polled.get(self.input, ()):
+                if m.offset > self._applied:  # a message applied already is not again
+                    erased |= self._apply(engine, m.offset, m.value)
+        await self.flush_due(force=erased)
+        await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the flushed input offset: not needed to resume (the state says where),
+        but what an operator's lag monitoring reads."""
+        engine = self.engine
+        if engine is None or engine.version <= self._committed:
+            return
+        try:
+            await consumer.commit({self.input: engine.version + 1})
+            self._committed = engine.version
+        except (KafkaError, IllegalStateError) as exc:
+            log.debug("identity input offset not committed: %r", exc)
+
+    async def stop_input(self) -> None:
+        """Stop reading input, flush what was applied, leave the group (worker stopping)."""
+        self._stopping.set()
+        if self.consumer is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), 60.0)
+
+    # ---- flushing -----------------------------------------------------------------------
+    async def flush_due(self, force: bool = False) -> None:
+        """Flush what was applied when the interval has passed (or `force`)."""
+        async with self._lock:
+            engine = self.engine
+            if engine is None or self._applied <= engine.version:
+                return
+            if (
+                not force
+                and time.monotonic() - self._flushed_at < self.settings.identity_flush_seconds
+            ):
+                return
+            await self.flush(engine, self._applied)
+            self._flushed_at = time.monotonic()
 
     async def flush(self, engine: Engine, version: int) -> None:
         t = time.perf_counter()
@@ -236,7 +315,7 @@ class Stitching:
         # ClickHouse server parses the rows (the insert thread waits without the GIL).
         rows = asyncio.ensure_future(self.writer.write(out))
         try:
-            sent = await self._produce(self._messages(out))
+            sent = await self._send(self._messages(out))
             t = self._took("topics", t)
             encoded = {name: stored_json(r) for name, r in out.state.items()}
             t = self._took("table", t)
@@ -246,23 +325,24 @@ class Stitching:
             rows.cancel()  # a no-op once written; on an error, stop retrying in the loop
         t = self._took("warehouse", t)  # what was left to wait for, of the rows and records
         if self.engine is not engine:
-            return  # revoked meanwhile: only the owner writes state (it re-applies this input)
-        await self._write_state(encoded)
+            return  # revoked meanwhile: only the owner writes state (the next re-applies)
+        self._state_write = asyncio.ensure_future(self._write_state(encoded))
+        await self._state_write
         self._took("table", t)
         engine.version = version
         self.flushes += 1
         self.flushed = vars(engine.counters).copy()
 
-    def _messages(self, out: Output) -> list[tuple[str, bytes, bytes]]:
+    def _messages(self, out: Output) -> list[tuple[str, bytes, bytes | None]]:
         """The flush's topic records (topic, key, value). Several records per message:
         one Kafka message per record would cost more than everything else the stage does."""
         changes = [{"kind": "identity"} | r for r in out.identities] + out.changes
-        topic = self.changes.get_topic_name()
-        messages = [
+        topic = self.topics["changes"]
+        messages: list[tuple[str, bytes, bytes | None]] = [
             (topic, b"identity", orjson.dumps(changes[i : i + MESSAGE_RECORDS]))
             for i in range(0, len(changes), MESSAGE_RECORDS)
         ]
-        topic = self.late.get_topic_name()
+        topic = self.topics["late"]
         messages += [
             (topic, b"late", orjson.dumps(out.late[i : i + MESSAGE_RECORDS]))
             for i in range(0, len(out.late), MESSAGE_RECORDS)
@@ -271,7 +351,7 @@ class Stitching:
         # and its merge share the loser's key, so the signals stage sees them in that
         # order. A flush repeated after a crash sends them again; that stage
         # de-duplicates by event id.
-        topic = self.attributed.get_topic_name()
+        topic = self.topics["attributed"]
         for pid, events in out.attributed.items():
             for i in range(0, len(events), ATTRIBUTED_BATCH):
                 batch = batch_message(pid, events[i : i + ATTRIBUTED_BATCH])
@@ -280,168 +360,79 @@ class Stitching:
             messages.append((topic, loser.encode(), merge_message(loser, survivor)))
         return messages
 
-    async def _produce(
-        self,
-        records: list[tuple[str, bytes, bytes | None]],
-        partition: int | None = None,
-        batch_bytes: int = BATCH_BYTES,
-    ) -> list[asyncio.Future]:
-        """Send records in record batches, per partition, in order; returns the futures of
-        their delivery.
-
-        Through faust (`Topic.send`, `Table.__setitem__`) each record costs a future, a
-        serializer lookup and a produce request: more than the engine's work for it. Inside
-        the agent faust would also hold a sent record back until the input's offset is
-        committed, which is after the state. The partition is the key's, by the producer's
-        own partitioner (what faust would pick), unless given.
-        """
+    async def _send(self, records: list[tuple[str, bytes, bytes | None]], **kw: Any) -> list:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        batches: dict[tuple[str, int], BatchBuilder] = {}
-        sent = []
-        for topic in {r[0] for r in records} if partition is None else ():
-            await producer.partitions_for(topic)  # the partitioner reads the metadata
-        for topic, key, value in records:
-            p = (
-                self.app.producer.key_partition(topic, key).partition
-                if partition is None
-                else partition
-            )
-            batch = batches.get((topic, p))
-            if batch is None:
-                batch = batches[(topic, p)] = _new_batch(batch_bytes)
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                sent.append(await producer.send_batch(batch, topic, partition=p))
-                batch = batches[(topic, p)] = _new_batch(batch_bytes)
-                batch.append(key=key, value=value, timestamp=None)  # a first record fits
-        for (topic, p), batch in batches.items():
-            sent.append(await producer.send_batch(batch, topic, partition=p))
-        return sent
+
+        def partition_of(topic: str, key: bytes) -> int:
+            return self.app.producer.key_partition(topic, key).partition  # faust's choice
+
+        return await send_batches(producer, partition_of, records, **kw)
 
     async def _write_state(self, encoded: dict[str, bytes]) -> None:
-        """The flush's `wal` record, then its entries, to the table's changelog and store.
-
-        The same records `Table.__setitem__` would send, in the same order, to the
-        changelog's only partition, which is what faust's recovery reads; they are
-        acknowledged before the input is. The store gets what a changelog replay would.
-        """
-        store = self.table.data
-        topic = self.table.changelog_topic.get_topic_name()
+        """The flush's `wal` record, then its entries, to the state topic's only partition
+        (so they stay in order); acknowledged before the flush counts as done."""
+        topic = self.state_topic
         # Each record is encoded once; the `wal` record is assembled from those bytes.
         wal = b"{%s}" % b",".join(orjson.dumps(n) + b":" + v for n, v in encoded.items())
         records: list[tuple[str, bytes, bytes | None]] = [(topic, b"wal", wal)]
+        keys = self._keys
         for name, value in encoded.items():
-            key = name.encode()  # bytes, as keys come back from the changelog
+            key = name.encode()
             if value != b"null":
                 records.append((topic, key, value))
-            elif key in store:
+                keys.add(key)
+            elif key in keys:
                 records.append((topic, key, None))  # a tombstone
-        await asyncio.gather(*await self._produce(records, 0, STATE_BATCH_BYTES))
-        for _, key, value in records:
-            if value is None:
-                del store[key]
-            else:
-                store[key] = value
+                keys.discard(key)
+        sent = await self._send(records, partition=0, batch_bytes=STATE_BATCH_BYTES)
+        await asyncio.gather(*sent)
 
-    async def flush_due(self, force: bool = False) -> None:
-        """Flush and acknowledge what was applied, when the interval has passed (or `force`).
-
-        Called by the agent after each message and by a timer: faust waits for every
-        unacknowledged message before it gives partitions up in a rebalance, so input must
-        never wait for the next message to be acknowledged.
-        """
-        async with self._lock:
-            engine, stream = self.engine, self._stream
-            if engine is None or stream is None or not self._unacked:
-                return
-            if (
-                not force
-                and time.monotonic() - self._flushed_at < self.settings.identity_flush_seconds
-            ):
-                return
-            if self._applied > engine.version:
-                await self.flush(engine, self._applied)
-            if self.engine is not engine:
-                return  # revoked meanwhile: the next owner re-applies this input
-            for event in self._unacked:
-                await stream.ack(event)
-            self._unacked = []
-            self._flushed_at = time.monotonic()
-
+    # ---- wiring -------------------------------------------------------------------------
     def register(self) -> None:
-        async def stitch(stream: faust.StreamT) -> None:
-            self._stream = stream
-            async for event in stream.noack().events():
-                erased = False
-                async with self._lock:
-                    if self.engine is None:
-                        await self.follow_suppressions()
-                        self.engine = self.load()
-                        self._unacked = []
-                    engine = self.engine
-                    offset = event.message.offset
-                    batch = orjson.loads(event.value)
-                    if "erase" in batch:
-                        # An erasure, in order with the batches: later events of the
-                        # person are blocked even if the followed list has not caught up.
-                        self.suppressions.add(batch.get("suppress", []))
-                        if offset > engine.version:
-                            pids = engine.erase(batch["erase"])
-                            log.info("erasure: %d persons forgotten", len(pids))
-                            erased = True
-                    elif batch["p"] >= 0 and offset > engine.version:
-                        t = time.perf_counter()
-                        engine.apply(
-                            batch["p"], self.allowed(batch["e"]), batch["last"], batch.get("idle")
-                        )
-                        self._took("engine_apply", t)
-                    self._applied = max(self._applied, offset)
-                    self._unacked.append(event)
-                await self.flush_due(force=erased)
-
-        async def on_revoked(*args: Any, **kwargs: Any) -> None:
-            # Whoever gets the partition next loads the state from the table; if that is
-            # this worker again, its in-memory engine may be stale.
-            self.engine = None
-            self._unacked = []
-            self._applied = -1
+        async def stitch() -> None:
+            await self.consume()
 
         async def batch_raw() -> None:
             await self.batcher.run()
 
-        self.app.agent(self.source, name="stitch")(stitch)
+        self.app.task(stitch)
+        self.app.task(batch_raw)
         flush_every(
             self.app,
             self.settings.identity_flush_seconds / 2,
             self.flush_due,
             functools.partial(self.flush_due, force=True),
         )
-        self.app.on_partitions_revoked.connect(on_revoked)
 
-        async def close_writer(sender: Any, **kwargs: Any) -> None:  # the input has stopped
+        async def stop(sender: Any, **kwargs: Any) -> None:  # faust's consumer has stopped
+            await self.stop_input()
             await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
 
-        self.app.on_before_shutdown.connect(close_writer)
-        self.app.task(batch_raw)
+        self.app.on_before_shutdown.connect(stop)
+        register_stats(self)
 
-        @self.app.page("/identity/")
-        class Stats(View):
-            async def get(view, request: Request) -> Response:  # noqa: N805
-                engine = self.engine
-                return view.json(
-                    {
-                        "owner": engine is not None,
-                        "version": engine.version if engine else -1,
-                        "counters": vars(engine.counters) if engine else {},
-                        # Owners (persons, devices) with a session still open: 0 once the
-                        # watermark has passed every session's end plus the gap.
-                        "open": {
-                            "persons": len(engine.people.open) if engine else 0,
-                            "devices": len(engine.devices.open) if engine else 0,
-                        },
-                        "batched_events": self.batcher.sent_events,
-                        "suppressed": self.batcher.suppressed + self.suppressed,
-                        "flushes": self.flushes,
-                        "flushed": self.flushed,
-                        "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                    }
-                )
+
+def register_stats(stage: Stitching) -> None:
+    @stage.app.page("/identity/")
+    class Stats(View):
+        async def get(view, request: Request) -> Response:  # noqa: N805
+            engine = stage.engine
+            return view.json(
+                {
+                    "owner": engine is not None,
+                    "version": engine.version if engine else -1,
+                    "counters": vars(engine.counters) if engine else {},
+                    # Owners (persons, devices) with a session still open: 0 once the
+                    # watermark has passed every session's end plus the gap.
+                    "open": {
+                        "persons": len(engine.people.open) if engine else 0,
+                        "devices": len(engine.devices.open) if engine else 0,
+                    },
+                    "batched_events": stage.batcher.sent_events,
+                    "suppressed": stage.batcher.suppressed + stage.suppressed,
+                    "flushes": stage.flushes,
+                    "takeovers": stage.takeovers,
+                    "flushed": stage.flushed,
+                    "seconds": {k: round(v, 3) for k, v in stage.seconds.items()},
+                }
+            )

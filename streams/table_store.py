@@ -125,7 +125,7 @@ class ChangelogStore(Store):
         try:
             await consumer.start()
             try:
-                read = await _read(consumer, ends, self._apply, started + budget_s)
+                read = await read_from_beginning(consumer, ends, self._apply, started + budget_s)
             finally:
                 await consumer.stop()
         except Exception as exc:  # any failure: faust's own recovery reads it all instead
@@ -164,7 +164,7 @@ class ChangelogStore(Store):
                 owner[key] = partition
 
 
-async def _read(
+async def read_from_beginning(
     consumer: AIOKafkaConsumer,
     ends: dict[TP, int],
     apply: Callable[[int, list[Any]], None],

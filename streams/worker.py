@@ -11,7 +11,7 @@ from streams.heap import freeze_heap_after_recovery
 from streams.signals import SignalsStage, signals_topics
 from streams.signals_views import register_signals_views
 from streams.sink import WarehouseSink
-from streams.stitching import Stitching
+from streams.stitching import Stitching, ensure_stage_topics
 from streams.views import register_views
 from trackpipe.kafka_admin import ensure_topics
 from trackpipe.settings import Settings
@@ -35,8 +35,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WarehouseSink]:
 def run(settings: Settings) -> None:
     ensure_topics(settings)
     if settings.identity_enabled:
-        ensure_topics(settings, [settings.identity_topic("identity-in")], partitions=1)
-        ensure_topics(settings, [settings.identity_topic(n) for n in ("identity-changes", "late")])
+        ensure_stage_topics(settings)
 
     if settings.signals_enabled:
         ensure_topics(settings, signals_topics(settings))

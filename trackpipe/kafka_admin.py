@@ -21,8 +21,10 @@ def ensure_topics(
     names: Iterable[str] | None = None,
     timeout_s: float = 30.0,
     partitions: int | None = None,
+    configs: dict[str, str] | None = None,
 ) -> None:
-    """Create the pipeline's source topics if missing (faust creates only its internal ones)."""
+    """Create the pipeline's source topics if missing (faust creates only its internal ones);
+    `configs` are topic configs for every topic created."""
     wanted = list(
         names
         or (
@@ -56,7 +58,7 @@ def ensure_topics(
                     t,
                     partitions or settings.topic_partitions,
                     settings.topic_replication,
-                    topic_configs=compacted.get(t, {}),
+                    topic_configs=compacted.get(t, {}) | (configs or {}),
                 )
                 for t in missing
             ]

@@ -1,4 +1,4 @@
-"""Loading the stage's table after a crash half-way through writing a flush."""
+"""Loading the stage's state after a crash half-way through writing a flush."""
 
 from __future__ import annotations
 
@@ -6,16 +6,8 @@ import orjson
 
 from streams.batcher import compact
 from streams.engine import Engine
-from streams.stitching import Stitching
+from streams.stitching import engine_from_state
 from trackpipe.identity_traffic import generate
-from trackpipe.settings import Settings
-
-
-def loader(table: dict[bytes, bytes]) -> Stitching:
-    stage = Stitching.__new__(Stitching)  # only what `load` needs: no faust app
-    stage.settings = Settings(_env_file=None, topic_partitions=1)
-    stage.table = table  # type: ignore[assignment]
-    return stage
 
 
 def snapshot(engine: Engine) -> tuple:
@@ -44,6 +36,6 @@ def test_a_partially_written_flush_is_completed_from_the_wal_record() -> None:
         else:
             table[key.encode()] = orjson.dumps(record)
     assert any(key.encode() not in table for key in second)  # really half-written
-    restored = loader(table).load()
+    restored = engine_from_state(Engine(1, 30 * 60_000, 10 * 60_000), table.items())
     assert restored.version == 2
     assert snapshot(restored) == snapshot(engine)

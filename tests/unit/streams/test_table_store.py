@@ -57,7 +57,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> faust.App:
             persisted = app.table.data.persisted_offset(tp)
             destination[tp] = -1 if persisted is None else persisted
 
-    monkeypatch.setattr(table_store, "_read", read)
+    monkeypatch.setattr(table_store, "read_from_beginning", read)
     monkeypatch.setattr(table_store, "AIOKafkaConsumer", NoConsumer)
     monkeypatch.setattr(app.assignor, "assigned_actives", lambda: set(app.actives))
     app.tables.recovery._build_offsets = faust_offsets
@@ -156,7 +156,7 @@ def test_a_failed_bulk_read_leaves_the_partitions_to_faust(app, monkeypatch) -> 
         apply(1, [record(1, 0, b"half", b"1")])  # part of it applied, then the broker went
         raise ConnectionError("broker gone")
 
-    monkeypatch.setattr(table_store, "_read", broken)
+    monkeypatch.setattr(table_store, "read_from_beginning", broken)
     start = assign(app, 0, 1)  # no exception: the worker goes on
     assert start[TP(CHANGELOG, 1)] == -1  # faust reads all of it
     assert store(app).persisted_offset(TP(CHANGELOG, 1)) is None
@@ -203,10 +203,12 @@ def test_the_read_stops_at_the_given_end_and_at_the_deadline() -> None:
         applied.extend(r.offset for r in batch)
 
     broker = Broker({tp: records}, per_poll=2)
-    read = asyncio.run(table_store._read(broker, {tp: 4}, apply, time.perf_counter() + 60))
+    read = asyncio.run(
+        table_store.read_from_beginning(broker, {tp: 4}, apply, time.perf_counter() + 60)
+    )
     assert applied == [0, 1, 2, 3] and read == {tp: (4, 3)}  # written later: faust's part
     applied.clear()
-    read = asyncio.run(table_store._read(Broker({tp: records}), {tp: 6}, apply, 0.0))
+    read = asyncio.run(table_store.read_from_beginning(Broker({tp: records}), {tp: 6}, apply, 0.0))
     assert applied == [] and read == {tp: (0, -1)}  # no time at all: faust reads it all
 
 
@@ -215,7 +217,9 @@ def test_a_read_that_stops_progressing_gives_up(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(table_store, "STALL_SECONDS", 0.0)
     broker = Broker({tp: []})  # the end says 10 records, none comes
     with pytest.raises(TimeoutError):
-        asyncio.run(table_store._read(broker, {tp: 10}, print, time.perf_counter() + 60))
+        asyncio.run(
+            table_store.read_from_beginning(broker, {tp: 10}, print, time.perf_counter() + 60)
+        )
 
 
 def _bytes_held(make: Any, count: int = 50) -> float:
