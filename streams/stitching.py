@@ -252,7 +252,8 @@ class Stitching:
                 self._stopped.set()
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
-        wait_ms = int(self.settings.identity_flush_seconds * 500)
+        # Short: a take-over, a stop and the flush interval are seen between two polls.
+        wait_ms = int(min(self.settings.identity_flush_seconds / 2, 0.5) * 1000)
         polled = await consumer.getmany(timeout_ms=wait_ms)
         if self.input not in consumer.assignment():
             return
