@@ -42,7 +42,6 @@ from streams.state_log import (
     send_batches,
     state_topic_configs,
 )
-from streams.table_store import stored_json
 from streams.warehouse_rows import RowWriter
 from trackpipe.kafka_admin import ensure_topics
 from trackpipe.settings import Settings
@@ -318,7 +317,9 @@ class Stitching:
         try:
             sent = await self._send(self._messages(out))
             t = self._took("topics", t)
-            encoded = {name: stored_json(r) for name, r in out.state.items()}
+            # Sent, then freed: no store keeps them (so no `stored_json` copy).
+            dumps = orjson.dumps
+            encoded = {name: dumps(r) for name, r in out.state.items()}
             t = self._took("table", t)
             await asyncio.gather(*sent)
             await rows
