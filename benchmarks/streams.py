@@ -8,7 +8,7 @@ Throughput: N generated events are pre-loaded into a fresh 4-partition topic. Th
 alone (`BENCH_SIGNALS=1` also publishes the attributed events the signals stage reads). The
 reference is a plain aiokafka consumer reading them all in batches with `orjson.loads` (no
 work). Then one worker process running only the identity + sessions stage (batcher +
-stitching agent, ClickHouse rows included) consumes the same topic; its rate is N over the
+stitching loop, ClickHouse rows included) consumes the same topic; its rate is N over the
 time from its first applied event to the flush that covers the last one. The ratio is
 printed, and no timing is asserted anywhere.
 """
