@@ -176,18 +176,23 @@ class Stitching:
         """Become the owner: the engine from the state topic, the input from after it."""
         await self.follow_suppressions()
         generation = self._generation
-        state = await read_state(self.settings.kafka_bootstrap, self.state_topic)
-        if generation != self._generation or self.input not in consumer.assignment():
-            return  # revoked while reading: the next assignment reads again
-        async with self._lock:
+        try:
+            state = await read_state(self.settings.kafka_bootstrap, self.state_topic)
+        except Exception as exc:  # the broker busy or restarting: the next poll tries again
+            log.warning("identity state not read (%r); trying again", exc)
+            await asyncio.sleep(1.0)
+            return
+        async with self._lock:  # a flush of the engine given up may still hold it
+            if generation != self._generation or self.input not in consumer.assignment():
+                return  # revoked meanwhile: the next assignment reads the state again
             engine = engine_from_state(self.new_engine(), state.items())
             self._keys = set(state)
             self._applied = self._committed = engine.version
             self._flushed_at = time.monotonic()
             self.engine = engine
-        self.takeovers += 1
-        consumer.seek(self.input, engine.version + 1)
-        consumer.resume(self.input)
+            self.takeovers += 1
+            consumer.seek(self.input, engine.version + 1)
+            consumer.resume(self.input)
         log.info(
             "identity state loaded: input offset %d, %d persons",
             engine.version,

@@ -131,3 +131,25 @@ def test_a_flush_revoked_while_writing_rows_leaves_the_state_alone(
     else:
         assert len(states) == 1 and b"meta" not in states[0] and "meta" in states[0]
         assert st.flushes == 1 and engine.version == 3
+
+
+def test_a_failed_state_read_is_tried_again_on_the_next_poll(monkeypatch) -> None:
+    st = stage()
+    reads: list[int] = []
+
+    async def read_state(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+        reads.append(1)
+        if len(reads) == 1:
+            raise TimeoutError("no changelog records for 30s")
+        return flushed_state(4)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(stitching, "read_state", read_state)
+    monkeypatch.setattr(stitching.asyncio, "sleep", no_wait)
+    consumer = Consumer({st.input})
+    asyncio.run(st._take_over(consumer))  # type: ignore[arg-type]
+    assert st.engine is None and consumer.sought == []
+    asyncio.run(st._take_over(consumer))  # type: ignore[arg-type]
+    assert st.engine is not None and consumer.sought == [(st.input, 5)]
