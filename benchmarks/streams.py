@@ -1,7 +1,8 @@
 """Identity + sessions throughput per worker on real Kafka, against the raw consume rate.
 
     python benchmarks/streams.py [--persons 15000]        # throughput (Kafka + ClickHouse)
-    python benchmarks/streams.py --memory 1000000         # peak RSS for 1M identifiers
+    python benchmarks/streams.py --memory 1000000         # peak RSS for 1M identifiers:
+                                                          # the engine, then a real worker
     python benchmarks/streams.py --engine                 # the engine alone, no I/O
 
 Throughput: N generated events are pre-loaded into a fresh 4-partition topic. The stage runs
@@ -115,7 +116,8 @@ def stage_rate(overrides: dict, expected: int, logs: Path) -> tuple[float, dict]
                 flushed = stats["flushed"].get("events", 0) + stats["flushed"].get("late", 0)
                 if flushed >= expected and first is not None:
                     rate = expected / (time.perf_counter() - first)
-                    return rate, stats | {"cpu_s": cpu_seconds(popen.pid)}
+                    peak = {"cpu_s": cpu_seconds(popen.pid), "peak_kb": peak_kb(popen.pid)}
+                    return rate, stats | peak
             time.sleep(0.05)
     finally:
         stop(proc, signal.SIGINT)
@@ -125,6 +127,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used (Linux): less moved by other load than a rate."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM, Linux), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def run_stage_worker() -> None:
@@ -143,10 +153,10 @@ def run_stage_worker() -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def throughput(persons: int) -> None:
+def stage_setup() -> tuple[Settings, dict, Path]:
+    """Fresh topics and database for one benchmark run."""
     uid = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
-    events = generate(persons, seed=42)
     overrides = {
         "topic_raw": f"bench-raw-{uid}",
         "topic_dead": f"bench-dead-{uid}",
@@ -162,6 +172,17 @@ def throughput(persons: int) -> None:
         migrate(wh)
     ensure_topics(settings)
     ensure_stage_topics(settings)
+    return settings, overrides, tmp
+
+
+def drop_database(settings: Settings) -> None:
+    with connect(settings.warehouse_url) as wh:
+        wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
+
+
+def throughput(persons: int) -> None:
+    events = generate(persons, seed=42)
+    settings, overrides, tmp = stage_setup()
     try:
         t0 = time.perf_counter()
         asyncio.run(preload(settings, events))
@@ -177,57 +198,66 @@ def throughput(persons: int) -> None:
         print(f"stage seconds by part: {stats['seconds']}, {stats['flushes']} flushes")
         cpu = stats["cpu_s"]
         print(f"worker CPU, start-up included: {cpu:.1f} s, {cpu / len(events) * 1e6:.0f} µs/event")
+        print(f"worker peak RSS: {stats['peak_kb'] / 1024:,.0f} MB")
     finally:
-        with connect(settings.warehouse_url) as wh:
-            wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
+        drop_database(settings)
+
+
+def memory_events(identifiers: int) -> list[dict]:
+    """Each person has four identifiers (cookie, app device, user id, hashed e-mail) and logs
+    in on both devices; persons start 10 s apart, so sessions keep closing behind them."""
+    events, t = [], 1_764_000_000_000
+    for p in range(identifiers // 4):
+        t += 10_000
+        for device, kind, email in ((f"c{p}", "cookie", f"{p:064x}"), (f"a{p}", "app", "")):
+            events.append(
+                {
+                    "event_id": f"e{len(events)}",
+                    "ts_ms": t,
+                    "device_id": device,
+                    "device_kind": kind,
+                    "user_id": f"user-{p}",
+                    "email_hash": email,
+                    "event_type": "login",
+                    "url": "https://shop.example/login",
+                    "channel": "direct",
+                    "device_type": "mobile",
+                }
+            )
+    return events
 
 
 def memory(identifiers: int) -> None:
-    """Peak RSS of the engine (the stage's in-memory state) holding `identifiers` ids.
-
-    Each person has four identifiers (cookie, app device, user id, hashed e-mail) and logs
-    in on both devices; persons start 10 s apart, so sessions keep closing behind them.
-    """
+    """Peak RSS holding `identifiers` ids: the engine alone in this process, then a real
+    stage worker (Kafka + ClickHouse) that applied the same events."""
+    from streams.batcher import compact
     from streams.engine import Engine
 
+    events = memory_events(identifiers)
+    rows = [compact(i, orjson.dumps(e)) for i, e in enumerate(events)]
     engine = Engine(1, 30 * 60_000, 10 * 60_000)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    offset, t, batch = 0, 1_764_000_000_000, []
     started = time.perf_counter()
-    for p in range(identifiers // 4):
-        t += 10_000
-        for device, kind, extra in ((f"c{p}", "cookie", f"{p:064x}"), (f"a{p}", "app", "")):
-            batch.append(
-                [
-                    offset,
-                    f"e{offset}",
-                    t,
-                    device,
-                    kind,
-                    f"user-{p}",
-                    extra,
-                    "",
-                    "login",
-                    "https://shop.example/login",
-                    "direct",
-                    "",
-                    "mobile",
-                    0.0,
-                ]
-            )
-            offset += 1
-        if len(batch) >= 500:
-            engine.apply(0, batch)
-            engine.flush(offset)
-            batch = []
-    engine.apply(0, batch)
-    engine.flush(offset)
+    for i in range(0, len(rows), 500):
+        engine.apply(0, rows[i : i + 500])
+        engine.flush(i + 500)
+    del rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     open_sessions = sum(len(v) for v in engine.people.open.values())
     print(f"{len(engine.graph.owner):,} identifiers, {len(engine.graph.persons):,} persons, "
-          f"{open_sessions:,} open person sessions, {offset:,} events "
+          f"{open_sessions:,} open person sessions, {len(events):,} events "
           f"in {time.perf_counter() - started:.0f}s")  # fmt: skip
-    print(f"peak RSS {peak / 1024:,.0f} MB (interpreter and imports: {base / 1024:,.0f} MB)")
+    print(f"engine alone: peak RSS {peak / 1024:,.0f} MB (this process, with the input held; "
+          f"interpreter and imports: {base / 1024:,.0f} MB)")  # fmt: skip
+    del engine
+    settings, overrides, tmp = stage_setup()
+    try:
+        asyncio.run(preload(settings, events))
+        _, stats = stage_rate(overrides, len(events), tmp / "logs")
+        print(f"stage worker (faust, Kafka clients, engine), after applying and flushing "
+              f"them all: peak RSS {stats['peak_kb'] / 1024:,.0f} MB")  # fmt: skip
+    finally:
+        drop_database(settings)
 
 
 def engine_only(persons: int) -> None:

@@ -149,20 +149,29 @@ class ClickHouseWarehouse(Warehouse):
             }
         )
         with self._lock:
-            if self._http is None:
-                self._http = http.client.HTTPConnection(*self._http_address, timeout=60)
             try:
-                self._http.request("POST", f"/?{query}", body=body, headers=self._auth)
-                response = self._http.getresponse()
-                text = response.read()
-            except (OSError, http.client.HTTPException):
-                self._http.close()
-                self._http = None
-                raise
+                response, text = self._post(query, body)
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # The server closes a kept-alive connection idle for longer than its
+                # keep_alive_timeout (3 s by default): once, on a new connection. The rows
+                # are the same either way (the callers' inserts are idempotent).
+                response, text = self._post(query, body)
         if response.status != 200:
             message = text.decode("utf-8", "replace")[:2000]
             kind = RowsRejectedError if _is_permanent(message) else WarehouseError
             raise kind(message)
+
+    def _post(self, query: str, body: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        if self._http is None:
+            self._http = http.client.HTTPConnection(*self._http_address, timeout=60)
+        try:
+            self._http.request("POST", f"/?{query}", body=body, headers=self._auth)
+            response = self._http.getresponse()
+            return response, response.read()
+        except (OSError, http.client.HTTPException):
+            self._http.close()
+            self._http = None
+            raise
 
     def version(self) -> tuple[int, ...]:
         return parse_version(self.query("SELECT version()")[0][0])

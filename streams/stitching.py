@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MESSAGE_RECORDS = 1000
 ATTRIBUTED_BATCH = 5000  # events per attributed message (the contract allows 10,000)
+STEP_MESSAGES = 16  # input messages applied between two looks at the flush interval
 
 
 def state_topic(settings: Settings) -> str:
@@ -258,7 +259,10 @@ class Stitching:
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         # Short: a take-over, a stop and the flush interval are seen between two polls.
         wait_ms = int(min(self.settings.identity_flush_seconds / 2, 0.5) * 1000)
-        polled = await consumer.getmany(timeout_ms=wait_ms)
+        # A bounded step: on a backlog, the flush interval is checked every few thousand
+        # events, not after all a fetch brought (tens of MB: a flush that size took seconds
+        # and held the input's rows, records and state in memory at once).
+        polled = await consumer.getmany(timeout_ms=wait_ms, max_records=STEP_MESSAGES)
         if self.input not in consumer.assignment():
             return
         if self.engine is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,24 @@ def test_dicts_are_inserted_as_one_array_whatever_they_hold(warehouse: Warehouse
     warehouse.insert_dicts("events", rows)
     got = warehouse.query(f"SELECT event_id, url FROM {warehouse.database}.events ORDER BY ts")
     assert got == [(row["event_id"], row["url"]) for row in rows]
+
+
+def test_an_insert_after_the_server_dropped_an_idle_connection_succeeds(
+    clickhouse_db: str,
+) -> None:
+    """The server closes a kept-alive HTTP connection idle for its keep_alive_timeout (3 s
+    in both configs): the next insert goes out on a new connection instead of failing
+    (the identity stage's rows were retried after a warning, seconds later)."""
+    with connect(clickhouse_db) as wh:
+        migrate(wh)
+        big = "x" * 200_000  # bigger than a socket buffer: sending it meets the closed socket
+        wh.insert_dicts("events", [event("a", DAY, url=big)])
+        time.sleep(4.5)
+        wh.insert_dicts("events", [event("b", DAY + 1, url=big)])
+        time.sleep(4.5)
+        wh.insert_dicts("events", [event("c", DAY + 2)])
+        got = wh.query(f"SELECT event_id FROM {wh.database}.events ORDER BY ts")
+    assert got == [("a",), ("b",), ("c",)]
 
 
 def event(event_id: str, ts: int, **fields: object) -> dict[str, object]:
