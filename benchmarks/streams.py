@@ -247,8 +247,8 @@ def memory(identifiers: int) -> None:
     print(f"{len(engine.graph.owner):,} identifiers, {len(engine.graph.persons):,} persons, "
           f"{open_sessions:,} open person sessions, {len(events):,} events "
           f"in {time.perf_counter() - started:.0f}s")  # fmt: skip
-    print(f"engine alone: peak RSS {peak / 1024:,.0f} MB (this process, with the input held; "
-          f"interpreter and imports: {base / 1024:,.0f} MB)")  # fmt: skip
+    print(f"engine alone: peak RSS {peak / 1024:,.0f} MB, of which {base / 1024:,.0f} MB before "
+          f"the engine (interpreter, imports and the input events)")  # fmt: skip
     del engine
     settings, overrides, tmp = stage_setup()
     try:
