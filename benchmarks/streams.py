@@ -150,7 +150,8 @@ def run_stage_worker() -> None:
     freeze_heap_after_recovery(app)  # as streams/worker.py does
     stitching = Stitching(app, settings)
     stitching.register()
-    faust.Worker(app, loglevel=os.environ.get("BENCH_LOG_LEVEL", "warning"), quiet=True).execute_from_commandline()
+    level = os.environ.get("BENCH_LOG_LEVEL", "warning")
+    faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
 
 
 def stage_setup() -> tuple[Settings, dict, Path]:
