@@ -14,6 +14,7 @@ from aiokafka.errors import IllegalStateError
 
 from streams import table_store
 from streams.heap import tables_recovered
+from streams.state_log import WAL_MAX_BYTES
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ def create_app(settings: Settings) -> faust.App:
         # messages: on a backlog its agent applied them in under a second, then waited for
         # the next fetch; it spent most of the benchmark's run waiting (docs/streams.md).
         consumer_max_fetch_size=settings.worker_fetch_bytes,
+        # The identity stage's `wal` record carries a whole flush (streams/state_log.py). Set
+        # here: faust's producer reads it when the app is built, so setting it later (as a
+        # stage's constructor once did) only logged a warning and left 1 MB in force.
+        producer_max_request_size=WAL_MAX_BYTES,
     )
     table_store.recover_in_bulk(app)
     handed_on = deliver_every_message(app.consumer)

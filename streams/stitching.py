@@ -37,7 +37,6 @@ from streams.batcher import Batcher
 from streams.engine import ADID, DEVICE_ID, EMAIL, USER_ID, Engine, Output
 from streams.state_log import (
     STATE_BATCH_BYTES,
-    WAL_MAX_BYTES,
     read_state,
     send_batches,
     state_topic_configs,
@@ -129,7 +128,6 @@ class Stitching:
             # Person-attributed events and merges feed the signals stage (docs/signals.md).
             "attributed": settings.topic_attributed,
         }
-        app.conf.producer_max_request_size = WAL_MAX_BYTES  # a `wal` record is one request
 
     async def follow_suppressions(self) -> None:
         """Read the suppression list to its end once, then follow it (a daemon thread)."""

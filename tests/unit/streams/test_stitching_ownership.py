@@ -4,6 +4,9 @@ the input's seek, and a revocation arriving in the middle of either."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -13,6 +16,7 @@ import pytest
 from streams import stitching
 from streams.batcher import compact
 from streams.engine import Engine
+from streams.state_log import WAL_MAX_BYTES
 from streams.stitching import Stitching
 from trackpipe.identity_traffic import generate
 from trackpipe.settings import Settings
@@ -153,3 +157,27 @@ def test_a_failed_state_read_is_tried_again_on_the_next_poll(monkeypatch) -> Non
     assert st.engine is None and consumer.sought == []
     asyncio.run(st._take_over(consumer))  # type: ignore[arg-type]
     assert st.engine is not None and consumer.sought == [(st.input, 5)]
+
+
+def test_the_workers_producer_takes_a_whole_flush_in_one_record(tmp_path) -> None:
+    """A `wal` record carries a whole flush; faust's producer must allow it (setting the
+    limit after the app was built left faust's 1 MB in force, with only a warning). In a
+    process of its own, with warnings as errors: the app builds its own event loop."""
+    code = (
+        "from streams.app import create_app\n"
+        "from streams.stitching import Stitching\n"
+        "from trackpipe.settings import Settings\n"
+        f"settings = Settings(_env_file=None, worker_data_dir={str(tmp_path)!r})\n"
+        "app = create_app(settings)\n"
+        "Stitching(app, settings)\n"
+        "print(app.producer.max_request_size)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::faust.exceptions.AlreadyConfiguredWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) >= WAL_MAX_BYTES
