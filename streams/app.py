@@ -40,9 +40,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # faust's 1 MiB per partition is a couple of dozen of the stitching stage's batch
-        # messages: on a backlog its agent applied them in under a second, then waited for
-        # the next fetch; it spent most of the benchmark's run waiting (docs/streams.md).
+        # faust's 1 MiB per partition is a couple of dozen batch messages (the stitching
+        # stage's, when it read through faust; the attributed topic's still): on a backlog the
+        # agent applied them in under a second, then waited for the next fetch; it spent most
+        # of the benchmark's run waiting (docs/streams.md).
         consumer_max_fetch_size=settings.worker_fetch_bytes,
         # The identity stage's `wal` record carries a whole flush (streams/state_log.py). Set
         # here: faust's producer reads it when the app is built, so setting it later (as a
@@ -164,8 +165,9 @@ def deliver_every_message(
       receive, so a later message acknowledged while the one at the committed offset is not
       means the latter never reached them: after `rewind_after_s` the partition is sought
       back to the committed offset, once for that offset.
-    Messages fetched twice reach the agents twice, which both stages apply once (stitching
-    skips input at or below its state's offset, signals recognise event ids and merges).
+    Messages fetched twice reach the agents twice, which the stages apply once (the signals
+    stage recognises event ids and merges). The stitching stage no longer reads through
+    this consumer: its state says where its input resumes (streams/stitching.py).
 
     faust's commit also moves past the committed offset's own message when the next one is
     acknowledged first (`min(acked) - committed > 1`); the wrapper below waits for it. The
@@ -282,8 +284,8 @@ class SkippedTails:
     """Fetches again the last messages of a partition when a stream threw them away.
 
     `deliver_every_message` sees a thrown-away message once a later one of its partition is
-    acknowledged. When nothing follows it (the last batches sent to the stitching owner
-    before a rebalance), its partition would wait for good: a message at or after the
+    acknowledged. When nothing follows it (the last messages of a partition before a
+    rebalance), its partition would wait for good: a message at or after the
     committed offset was handed on to the streams, yet none of the partition's messages is
     in an agent's hands or waiting for its commit. After `checks` checks like that in a row,
     the partition is sought back to its committed offset (to its beginning without one).

@@ -48,7 +48,7 @@ async def send_batches(
     batch_bytes: int = BATCH_BYTES,
 ) -> list[asyncio.Future]:
     """Send records in record batches, per partition, in order; returns the futures of their
-    delivery. `producer` is an started aiokafka producer.
+    delivery. `producer` is a started aiokafka producer.
 
     One produce call per record (faust's `Topic.send`) costs a future, a serializer lookup
     and a produce request: more than the engine's work for the record. The partition is
