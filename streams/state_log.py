@@ -4,8 +4,8 @@ read whole by the worker that takes the stage over.
 The stage's state is one record per person (`p:`), per device (`d:`) and `meta`, plus a
 `wal` record per flush (streams/stitching.py). It used to live in a faust Table; faust's
 part was only to read it back on recovery and to hand the stage its input, and its consumer
-lost input messages around rebalances (docs/streams.md, "Ownership"). The records, the
-topic's name and its compaction are what they were.
+lost input messages around rebalances (docs/streams.md, "Why not a faust agent and a faust
+Table for the owner"). The records, the topic's name and its compaction are what they were.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ owner, and the rows it writes carry the same versions, which ReplacingMergeTree 
 
 The input is read by a plain aiokafka consumer, not a faust agent: the state says where to
 resume, so no committed offset is needed for correctness, and faust's consumer lost input
-messages around rebalances (docs/streams.md, "Ownership").
+messages around rebalances (docs/streams.md, "Why not a faust agent and a faust Table for
+the owner").
 """
 
 from __future__ import annotations
