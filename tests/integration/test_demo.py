@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.warehouse import connect
-from trackpipe.demo import run_demo
+from schemas.tables import DEVICE_SESSIONS_COLUMNS, SESSIONS_COLUMNS
+from schemas.warehouse import Warehouse, connect
+from tests.streams_reference import from_rows, reference
+from trackpipe.demo import demo_overrides, run_demo
+from trackpipe.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +44,40 @@ def test_the_demo_stitches_sessionizes_and_builds_audiences_with_consent(
             f"SELECT count() FROM {db}.profiles FINAL "
             f"WHERE merged_into = '' AND NOT has(consent, 'marketing')"
         )
+        stitched = stitched_as_the_reference_would(wh, demo_overrides(work, 0))
+    assert stitched["identifiers"] == identifiers and stitched["persons"] == persons
     assert persons < identifiers  # identifiers were stitched together
     assert cross_device > 0  # sessions that follow a person from one device to another
     assert members > 0
     assert decliners > 0 and declined == 0  # those who declined marketing are in none
+
+
+EVENT_FIELDS = ("event_id", "ts_ms", "device_id", "device_kind", "user_id", "email_hash",
+                "advertising_id", "revenue")  # fmt: skip
+
+
+def stitched_as_the_reference_would(wh: Warehouse, overrides: dict[str, object]) -> dict:
+    """The identities and sessions the demo wrote equal the offline reference over the
+    events the demo stored (tests/streams_reference.py): every identifier's person, every
+    person session and every device session. Returns what was compared, counted."""
+    settings = Settings(_env_file=None, **overrides)  # type: ignore[arg-type]
+    db = wh.database
+    events = [
+        dict(zip(EVENT_FIELDS, row, strict=True))
+        for row in wh.query(f"SELECT {', '.join(EVENT_FIELDS)} FROM {db}.events WHERE is_bot = 0")
+    ]
+    events.sort(key=lambda e: (e["ts_ms"], e["event_id"]))
+    ids, sessions, device_sessions = reference(
+        events, int(settings.session_gap_s * 1000), settings.identity_limits
+    )
+    got_ids = {f"{t}:{v}": p for t, v, p in wh.query(
+        f"SELECT id_type, id_value, person_id FROM {db}.identities FINAL")}  # fmt: skip
+    assert got_ids == {k: v[0] for k, v in ids.items()}
+    for table, columns, owner, want in (
+        ("sessions", SESSIONS_COLUMNS, "person_id", sessions),
+        ("device_sessions", DEVICE_SESSIONS_COLUMNS, "device_id", device_sessions),
+    ):
+        names = [n for n, _ in columns]
+        rows = wh.query(f"SELECT {', '.join(names)} FROM {db}.{table} FINAL")
+        assert from_rows([dict(zip(names, r, strict=True)) for r in rows], owner) == want
+    return {"identifiers": len(got_ids), "persons": len(set(got_ids.values()))}
