@@ -38,6 +38,7 @@ from streams.batcher import Batcher
 from streams.engine import ADID, DEVICE_ID, EMAIL, USER_ID, Engine, Output
 from streams.state_log import (
     STATE_BATCH_BYTES,
+    Record,
     read_state,
     send_batches,
     state_topic_configs,
@@ -344,12 +345,12 @@ class Stitching:
         self.flushes += 1
         self.flushed = vars(engine.counters).copy()
 
-    def _messages(self, out: Output) -> list[tuple[str, bytes, bytes | None]]:
+    def _messages(self, out: Output) -> list[Record]:
         """The flush's topic records (topic, key, value). Several records per message:
         one Kafka message per record would cost more than everything else the stage does."""
         changes = [{"kind": "identity"} | r for r in out.identities] + out.changes
         topic = self.topics["changes"]
-        messages: list[tuple[str, bytes, bytes | None]] = [
+        messages: list[Record] = [
             (topic, b"identity", orjson.dumps(changes[i : i + MESSAGE_RECORDS]))
             for i in range(0, len(changes), MESSAGE_RECORDS)
         ]
@@ -371,7 +372,7 @@ class Stitching:
             messages.append((topic, loser.encode(), merge_message(loser, survivor)))
         return messages
 
-    async def _send(self, records: list[tuple[str, bytes, bytes | None]], **kw: Any) -> list:
+    async def _send(self, records: list[Record], **kw: Any) -> list:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
 
         def partition_of(topic: str, key: bytes) -> int:
@@ -385,7 +386,7 @@ class Stitching:
         topic = self.state_topic
         # Each record is encoded once; the `wal` record is assembled from those bytes.
         wal = b"{%s}" % b",".join(orjson.dumps(n) + b":" + v for n, v in encoded.items())
-        records: list[tuple[str, bytes, bytes | None]] = [(topic, b"wal", wal)]
+        records: list[Record] = [(topic, b"wal", wal)]
         keys = self._keys
         for name, value in encoded.items():
             key = name.encode()
